@@ -1,0 +1,36 @@
+"""kdsl's exceptions. Each subclass also inherits the builtin a caller would naturally catch."""
+
+from __future__ import annotations
+
+
+class KdslError(Exception):
+    """Root of every error kdsl raises on purpose; the CLI prints these as one line."""
+
+
+class DataError(KdslError, ValueError):
+    """Input data is unreadable or inconsistent. The message names the file, the sample and the reason."""
+
+    def __init__(self, reason: str, *, path: str | None = None, sample_id: str | None = None, code: str = "invalid"):
+        self.reason = reason
+        self.path = path
+        self.sample_id = sample_id
+        self.code = code
+        where = []
+        if path:
+            where.append(str(path))
+        if sample_id:
+            where.append(f"sample {sample_id!r}")
+        prefix = ": ".join(where)
+        super().__init__(f"{prefix}: {reason}" if prefix else reason)
+
+
+class RuleSyntaxError(KdslError, ValueError):
+    """A rule or condition does not follow the rule language (bad field, empty terms, invalid regex...)."""
+
+
+class FeatureError(KdslError, RuntimeError):
+    """A feature tool (OCR, visual labels, embeddings) failed on an input."""
+
+
+class ConfigError(KdslError, ValueError):
+    """A setting has a value kdsl cannot use."""
