@@ -22,6 +22,17 @@ class Turn(BaseModel):
     image: int | None = Field(default=None, ge=0, description="Index into Sample.images of the image sent here.")
 
 
+class InvalidItem(BaseModel):
+    """One item a loader refused: where it was, which sample, why (`code` is stable, `reason` is for people)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    path: str
+    sample_id: str | None = None
+    code: str
+    reason: str
+
+
 class Sample(BaseModel):
     """One labeled (or unlabeled) example of one task.
 
@@ -61,6 +72,9 @@ class Dataset(BaseModel):
     samples: tuple[Sample, ...]
     label_spaces: dict[str, tuple[str, ...]]
     source: str = Field(default="", description="Where the data was read from.")
+    skipped: tuple[InvalidItem, ...] = Field(
+        default=(), description="Items the loader refused under --skip-invalid."
+    )
 
     @model_validator(mode="after")
     def _check_consistency(self) -> Dataset:
@@ -96,6 +110,7 @@ class Dataset(BaseModel):
             samples=tuple(s for s in self.samples if s.task == task),
             label_spaces={task: self.label_spaces[task]},
             source=self.source,
+            skipped=self.skipped,
         )
 
     def subset(self, ids: list[str] | tuple[str, ...]) -> Dataset:

@@ -1,0 +1,127 @@
+"""Stratified, seeded splits into search / verify / test, and k-shot sampling, recorded as id lists."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from kdsl.data.sample import Dataset
+from kdsl.errors import DataError
+
+PartName = Literal["search", "verify", "test"]
+PARTS: tuple[PartName, ...] = ("search", "verify", "test")
+
+
+class SplitConfig(BaseModel):
+    """Fractions of each (task, label) stratum that go to each part, and the seed."""
+
+    model_config = ConfigDict(frozen=True)
+
+    search: float = Field(0.6, ge=0, le=1, description="Rules are searched and the decider trained here.")
+    verify: float = Field(0.2, ge=0, le=1, description="Rules are accepted or refused here.")
+    test: float = Field(0.2, ge=0, le=1, description="Sealed: only the final evaluation reads it.")
+    seed: int = 0
+
+    @field_validator("test")
+    @classmethod
+    def _sums_to_one(cls, test: float, info) -> float:
+        total = info.data.get("search", 0) + info.data.get("verify", 0) + test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"search + verify + test must be 1, got {total:g}")
+        return test
+
+
+class Split(BaseModel):
+    """Which sample ids are in which part; saved with a session so every result traces back to its samples."""
+
+    model_config = ConfigDict(frozen=True)
+
+    dataset: str
+    fingerprint: str = Field(description="Dataset.fingerprint() of the data this split was made from.")
+    config: SplitConfig
+    search: tuple[str, ...]
+    verify: tuple[str, ...]
+    test: tuple[str, ...]
+
+    def ids(self, part: PartName) -> tuple[str, ...]:
+        if part not in PARTS:
+            raise KeyError(f"unknown split part {part!r}; parts: {', '.join(PARTS)}")
+        return getattr(self, part)
+
+    def check(self, dataset: Dataset) -> None:
+        """Raise DataError when this split was made from other data than `dataset`."""
+        if dataset.fingerprint() != self.fingerprint:
+            raise DataError(
+                f"the split was made from data with fingerprint {self.fingerprint}, this data has "
+                f"{dataset.fingerprint()}; make a new split with `kdsl data split`",
+                path=dataset.source,
+            )
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(self.model_dump_json(indent=1), encoding="utf-8")
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> Split:
+        try:
+            return cls.model_validate_json(Path(path).read_text(encoding="utf-8"))
+        except (OSError, ValidationError) as e:
+            raise DataError(f"not a kdsl split file ({e})", path=str(path)) from e
+
+
+def _strata(dataset: Dataset, ids: list[str] | None = None) -> dict[tuple[str, str], list[str]]:
+    groups: dict[tuple[str, str], list[str]] = defaultdict(list)
+    samples = dataset.samples if ids is None else [dataset.get(i) for i in ids]
+    for s in samples:
+        groups[(s.task, s.label or "")].append(s.id)
+    return dict(sorted(groups.items()))  # sorted: the result must not depend on file order of strata
+
+
+def _allocate(n: int, fractions: list[float]) -> list[int]:
+    """Whole counts per part summing to n (largest remainder), each non-empty part getting >= 1 when n allows."""
+    raw = [n * f for f in fractions]
+    counts = [int(r) for r in raw]
+    for i in sorted(range(len(raw)), key=lambda i: (counts[i] - raw[i], i))[: n - sum(counts)]:
+        counts[i] += 1
+    wanted = [i for i, f in enumerate(fractions) if f > 0]
+    if n >= len(wanted):
+        for i in wanted:
+            if counts[i] == 0:
+                donor = max(range(len(counts)), key=lambda j: counts[j])
+                counts[donor] -= 1
+                counts[i] += 1
+    return counts
+
+
+def split_dataset(dataset: Dataset, config: SplitConfig | None = None) -> Split:
+    """Stratify by (task, label), shuffle each stratum with the seed, cut it by the fractions."""
+    config = config or SplitConfig()
+    rng = np.random.default_rng(config.seed)
+    parts: dict[str, list[str]] = {p: [] for p in PARTS}
+    fractions = [config.search, config.verify, config.test]
+    for ids in _strata(dataset).values():
+        order = [ids[i] for i in rng.permutation(len(ids))]
+        start = 0
+        for part, count in zip(PARTS, _allocate(len(order), fractions), strict=True):
+            parts[part] += order[start : start + count]
+            start += count
+    return Split(dataset=dataset.name, fingerprint=dataset.fingerprint(), config=config,
+                 search=tuple(parts["search"]), verify=tuple(parts["verify"]), test=tuple(parts["test"]))
+
+
+def k_shot(dataset: Dataset, k: int, *, ids: list[str] | tuple[str, ...] | None = None, seed: int = 0) -> list[str]:
+    """Up to k sample ids per (task, label), drawn with the seed from `ids` (default: all samples)."""
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for group in _strata(dataset, list(ids) if ids is not None else None).values():
+        chosen += [group[i] for i in sorted(rng.permutation(len(group))[:k])]
+    return chosen
+
