@@ -1,0 +1,1 @@
+"""The `kdsl` command line. Each noun is a typer sub-app; `main.py` wires them."""

@@ -1,0 +1,40 @@
+"""Where exceptions become messages: known errors print one line; KDSL_DEBUG=1 shows the traceback."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from collections.abc import Callable
+from typing import Any
+
+import typer
+from pydantic import BaseModel
+from rich.console import Console
+
+from kdsl.errors import KdslError
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def friendly_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn a KdslError (and a missing file) into one red line and exit code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (KdslError, FileNotFoundError) as e:
+            if os.environ.get("KDSL_DEBUG") == "1":
+                raise
+            err_console.print(f"[red]error:[/red] {e}", highlight=False)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def print_json(model: BaseModel | dict | list) -> None:
+    """Machine-readable output on stdout (for --json), nothing else."""
+    data = model.model_dump(mode="json") if isinstance(model, BaseModel) else model
+    typer.echo(json.dumps(data, ensure_ascii=False, indent=1))

@@ -1,0 +1,38 @@
+"""The `kdsl` command: wires the sub-apps, nothing else."""
+
+from __future__ import annotations
+
+import logging
+
+import typer
+
+from kdsl import __version__
+from kdsl.cli import data_cmd, features_cmd, rules_cmd
+
+app = typer.Typer(
+    name="kdsl",
+    help="Learn interpretable rules for few-shot multimodal dialogue intent recognition, and decide with them.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(data_cmd.app, name="data")
+app.add_typer(features_cmd.app, name="features")
+app.add_typer(rules_cmd.app, name="rules")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"kdsl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log what kdsl does (INFO level)."),
+) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,152 @@
+"""Text in images: rapidocr-onnxruntime (PP-OCRv4, Chinese and English; the models ship inside the wheel)."""
+
+from __future__ import annotations
+
+import logging
+from importlib.metadata import version as _dist_version
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from kdsl.errors import FeatureError
+from kdsl.tools.cache import FeatureCache, open_rgb, sha256_file
+
+logger = logging.getLogger(__name__)
+
+TOOL = "ocr"
+# Engine settings that change its raw output; they are part of the cache version. `min_score` is not: it is
+# applied when reading, so a new threshold reuses cached runs.
+_ENGINE = {"det": "ch_PP-OCRv4_det", "cls": "ch_ppocr_mobile_v2.0_cls", "rec": "ch_PP-OCRv4_rec", "max_side_len": 2000}
+
+
+class OcrLine(BaseModel):
+    """One detected text line: its text, recognition score and box (x0, y0, x1, y1) in pixels."""
+
+    model_config = ConfigDict(frozen=True)
+
+    text: str
+    score: float
+    box: tuple[float, float, float, float]
+
+
+class OcrResult(BaseModel):
+    """Text lines of one image in reading order, each with a score of at least the tool's `min_score`."""
+
+    model_config = ConfigDict(frozen=True)
+
+    lines: tuple[str, ...] = ()
+    scores: tuple[float, ...] = ()
+
+    @property
+    def text(self) -> str:
+        """The lines joined with newlines, top to bottom, left to right."""
+        return "\n".join(self.lines)
+
+    def __bool__(self) -> bool:
+        return bool(self.lines)
+
+
+def reading_order(lines: list[OcrLine]) -> list[OcrLine]:
+    """Sort lines top to bottom, then left to right among boxes on the same visual row.
+
+    Two boxes share a row when their vertical centres are closer than half the smaller box height, which keeps
+    the columns of a chat bubble or a table row together even when their tops differ by a few pixels.
+    """
+    rows: list[list[OcrLine]] = []
+    for line in sorted(lines, key=lambda ln: ((ln.box[1] + ln.box[3]) / 2, ln.box[0])):
+        centre = (line.box[1] + line.box[3]) / 2
+        height = line.box[3] - line.box[1]
+        if rows:
+            last = rows[-1][-1]
+            last_centre = (last.box[1] + last.box[3]) / 2
+            if abs(centre - last_centre) < min(height, last.box[3] - last.box[1]) / 2:
+                rows[-1].append(line)
+                continue
+        rows.append([line])
+    return [ln for row in rows for ln in sorted(row, key=lambda ln: ln.box[0])]
+
+
+class OcrTool:
+    """OCR of image files, cached by content.
+
+    `calls` counts real OCR runs; cache hits do not count. The engine loads on the first real run.
+
+    Example:
+        >>> ocr = OcrTool(FeatureCache(Path("work/features.sqlite")))
+        >>> ocr("shot.jpg").text
+    """
+
+    def __init__(self, cache: FeatureCache | None = None, *, min_score: float = 0.5, threads: int | None = None):
+        if not 0.0 <= min_score <= 1.0:
+            raise ValueError(f"min_score must be within [0, 1], got {min_score!r}")
+        if threads is not None and threads < 1:
+            raise ValueError(f"threads must be a positive number, got {threads!r}")
+        self.cache = cache
+        self.min_score = min_score
+        self.threads = threads
+        self.calls = 0
+        self._engine: Any = None
+
+    @property
+    def engine_version(self) -> str:
+        """What the raw output depends on: the cache version."""
+        settings = ",".join(f"{k}={v}" for k, v in _ENGINE.items())
+        return f"rapidocr-onnxruntime=={_dist_version('rapidocr-onnxruntime')};{settings}"
+
+    @property
+    def version(self) -> str:
+        """Everything the result depends on, for provenance."""
+        return f"{self.engine_version};min_score={self.min_score}"
+
+    def _load(self) -> Any:
+        if self._engine is None:
+            from rapidocr_onnxruntime import RapidOCR
+
+            threads = {"intra_op_num_threads": self.threads} if self.threads else {}
+            # text_score=0: keep every line in the cache, filter by min_score when reading.
+            self._engine = RapidOCR(text_score=0.0, max_side_len=_ENGINE["max_side_len"], **threads)
+            logger.debug("loaded rapidocr engine %s", self.engine_version)
+        return self._engine
+
+    def raw_lines(self, image_path: str | Path, *, sha256: str | None = None) -> list[OcrLine]:
+        """Every detected line, any score, in reading order (cached)."""
+        path = Path(image_path)
+        key = sha256 or sha256_file(path)
+        version = self.engine_version
+        if self.cache is not None:
+            hit = self.cache.get(TOOL, version, key)
+            if hit is not None:
+                return [OcrLine.model_validate(d) for d in hit]
+        lines = self._run(path)
+        if self.cache is not None:
+            self.cache.put(TOOL, version, key, [ln.model_dump(mode="json") for ln in lines])
+        return lines
+
+    def _run(self, path: Path) -> list[OcrLine]:
+        image = open_rgb(path)  # raises FeatureError naming the file
+        engine = self._load()
+        self.calls += 1
+        try:
+            result, _elapse = engine(image)
+        except Exception as e:  # noqa: BLE001 - onnxruntime and cv2 raise many unrelated types
+            raise FeatureError(f"{path}: OCR failed ({type(e).__name__}: {e})") from e
+        lines = []
+        for box, text, score in result or ():
+            xs = [float(p[0]) for p in box]
+            ys = [float(p[1]) for p in box]
+            lines.append(OcrLine(text=str(text), score=float(score), box=(min(xs), min(ys), max(xs), max(ys))))
+        return reading_order(lines)
+
+    def __call__(self, image_path: str | Path, *, sha256: str | None = None) -> OcrResult:
+        """OCR one image. Raises FeatureError naming the file when it is missing or not a readable image.
+
+        Args:
+            image_path: the image file.
+            sha256: its content hash when the caller already has it (skips re-reading the file).
+        """
+        kept = [ln for ln in self.raw_lines(image_path, sha256=sha256) if ln.score >= self.min_score and ln.text]
+        return OcrResult(lines=tuple(ln.text for ln in kept), scores=tuple(ln.score for ln in kept))
+
+    def __repr__(self) -> str:
+        return f"OcrTool(min_score={self.min_score}, calls={self.calls})"

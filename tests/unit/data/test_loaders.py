@@ -1,0 +1,153 @@
+"""Every loader on the real files, and on the broken inputs users will feed it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from kdsl.data import (
+    DIALOGUE_TASK,
+    IMAGE_TASK,
+    OOS_LABEL,
+    load_dataset,
+    load_jsonl,
+    save_jsonl,
+    summarize,
+)
+from kdsl.errors import DataError
+
+
+def test_mdsirc_real(mdsirc):
+    assert len(mdsirc) == 705
+    assert set(mdsirc.tasks) == {DIALOGUE_TASK, IMAGE_TASK}
+    counts = {t: sum(mdsirc.label_counts(t).values()) for t in mdsirc.tasks}
+    assert counts == {DIALOGUE_TASK: 212, IMAGE_TASK: 493}
+    assert len(mdsirc.label_spaces[DIALOGUE_TASK]) == 23
+    assert len(mdsirc.label_spaces[IMAGE_TASK]) == 25
+    assert len(mdsirc.label_counts(IMAGE_TASK)) == 23  # two image-scene classes never occur
+    first = mdsirc.get("213e438b17282904772446704d0b28")
+    assert first.label == "商品材质"
+    assert first.turns[0].role == "user" and first.turns[0].image == 0 and first.images[0].endswith("-0.jpg")
+    assert first.turns[4].text == "内胆使用的是316不锈钢吗"
+    assert "商品材质" in first.candidates
+    # multi-image dialogues map each <image> turn to its own file, in order
+    multi = [s for s in mdsirc.samples if len(s.images) > 1]
+    assert len(multi) == 24
+    for s in multi:
+        assert [t.image for t in s.turns if t.image is not None] == list(range(len(s.images)))
+    assert sum(1 for s in mdsirc.samples if not s.images) == 1
+    image_sample = next(s for s in mdsirc.samples if s.task == IMAGE_TASK)
+    assert image_sample.turns == (image_sample.turns[0],) and image_sample.turns[0].image == 0
+
+
+def test_banking77_real(banking77_path):
+    ds = load_dataset(banking77_path)
+    assert len(ds) == 10003 + 3080
+    assert len(ds.label_spaces["intent"]) == 77
+    s = ds.get("test-0")
+    assert s.meta["split"] == "test" and s.turns[0].text and s.label in ds.label_spaces["intent"]
+
+
+def test_clinc150_real_counts_out_of_scope(clinc150_path):
+    ds = load_dataset(clinc150_path)
+    summary = summarize(ds)
+    assert len(ds) == 15000 + 3000 + 4500 + 100 + 100 + 1000
+    assert len(ds.label_spaces["intent"]) == 151 and ds.label_spaces["intent"][-1] == OOS_LABEL
+    assert ds.label_counts("intent")[OOS_LABEL] == 1200
+    assert summary.meta_counts["oos"] == {"false": 22500, "true": 1200}
+
+
+def test_jsonl_round_trip_keeps_everything(mdsirc, tmp_path):
+    part = mdsirc.subset([s.id for s in mdsirc.samples[:5]] + [s.id for s in mdsirc.samples[-5:]])
+    path = save_jsonl(part, tmp_path / "own.jsonl")
+    back = load_jsonl(path)
+    assert back.samples == part.samples
+    assert back.label_spaces == part.label_spaces
+
+
+def _mdsirc_copy(mdsirc_path, tmp_path, n=6):
+    """A small writable MDSIRC folder: the first n items and their images."""
+    items = json.loads((mdsirc_path / "train.json").read_text(encoding="utf-8"))[:n]
+    (tmp_path / "images").mkdir()
+    for item in items:
+        for name in item["image"]:
+            shutil.copy(mdsirc_path / "images" / name, tmp_path / "images" / name)
+    return items
+
+
+def _write(tmp_path, items):
+    (tmp_path / "train.json").write_text(json.dumps(items, ensure_ascii=False), encoding="utf-8")
+    return tmp_path
+
+
+def test_broken_json_names_the_file(tmp_path):
+    (tmp_path / "train.json").write_text('[{"id": "a", ', encoding="utf-8")
+    with pytest.raises(DataError, match="train.json.*not valid JSON"):
+        load_dataset(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("breakage", "code", "message"),
+    [
+        ("missing_image", "missing_image", "does not exist"),
+        ("corrupt_image", "corrupt_image", "cannot be decoded"),
+        ("empty_dialogue", "empty_dialogue", "no text and no image"),
+        ("unknown_label", "unknown_label", "not among the 23 candidate labels"),
+        ("duplicate_id", "duplicate_id", "appears more than once"),
+    ],
+)
+def test_bad_items_raise_or_are_skipped_and_counted(mdsirc_path, tmp_path, breakage, code, message):
+    items = _mdsirc_copy(mdsirc_path, tmp_path)
+    bad = items[1]
+    if breakage == "missing_image":
+        (tmp_path / "images" / bad["image"][0]).unlink()
+    elif breakage == "corrupt_image":
+        (tmp_path / "images" / bad["image"][0]).write_bytes(b"\xff\xd8 not really a jpeg")
+    elif breakage == "empty_dialogue":
+        start, end = "<用户与客服的对话 START>\n", "<用户与客服的对话 END>"
+        head, rest = bad["instruction"].split(start)
+        bad["instruction"] = head + start + "用户: \n客服: \n" + end + rest.split(end)[1]
+        bad["image"] = []
+    elif breakage == "unknown_label":
+        bad["output"] = "不存在的标签"
+    elif breakage == "duplicate_id":
+        bad["id"] = items[0]["id"]
+    _write(tmp_path, items)
+
+    with pytest.raises(DataError) as info:
+        load_dataset(tmp_path)
+    assert info.value.code == code
+    assert message in str(info.value) and "train.json" in str(info.value) and bad["id"] in str(info.value)
+
+    ds = load_dataset(tmp_path, skip_invalid=True)
+    assert len(ds) == len(items) - 1
+    assert [i.code for i in ds.skipped] == [code]
+    assert summarize(ds).invalid == {code: 1}
+
+
+def test_jsonl_broken_line_is_named(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"id": "a", "task": "t", "turns": [{"role": "user", "text": "hi"}], "label": "x"}\n'
+                    '{"id": "b", "task": \n'
+                    '{"id": "c", "task": "t", "turns": [{"role": "bot", "text": "hi"}], "label": "x"}\n',
+                    encoding="utf-8")
+    with pytest.raises(DataError, match="line 2 is not valid JSON"):
+        load_jsonl(path)
+    ds = load_jsonl(path, skip_invalid=True)
+    assert [s.id for s in ds.samples] == ["a"]
+    assert sorted(i.code for i in ds.skipped) == ["bad_sample", "broken_json"]
+    assert any("turns.0.role" in i.reason for i in ds.skipped)
+
+
+def test_csv_without_label_column(tmp_path):
+    path = tmp_path / "x.csv"
+    path.write_text("text,foo\nhello,bar\n", encoding="utf-8")
+    with pytest.raises(DataError, match="needs a 'text' column"):
+        load_dataset(path)
+
+
+def test_unknown_path():
+    with pytest.raises(DataError, match="no such file or folder"):
+        load_dataset("/nonexistent/data")
