@@ -55,6 +55,12 @@ class _Node(BaseModel):
     def children(self) -> tuple[Condition, ...]:
         return ()
 
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Any:
+        copy = super().model_copy(update=update, deep=deep)
+        for cached in ("key", "compiled"):  # cached properties of the original would go stale in the copy
+            copy.__dict__.pop(cached, None)
+        return copy
+
     @cached_property
     def key(self) -> str:
         """Canonical JSON: equal for conditions that differ only in term order, case or width."""

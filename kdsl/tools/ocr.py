@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+from functools import lru_cache
 from importlib.metadata import version as _dist_version
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, computed_field
 
 from kdsl.errors import FeatureError
 from kdsl.tools.cache import FeatureCache, open_rgb, sha256_file
@@ -18,6 +19,12 @@ TOOL = "ocr"
 # Engine settings that change its raw output; they are part of the cache version. `min_score` is not: it is
 # applied when reading, so a new threshold reuses cached runs.
 _ENGINE = {"det": "ch_PP-OCRv4_det", "cls": "ch_ppocr_mobile_v2.0_cls", "rec": "ch_PP-OCRv4_rec", "max_side_len": 2000}
+
+
+@lru_cache(maxsize=1)
+def _engine_version() -> str:
+    settings = ",".join(f"{k}={v}" for k, v in _ENGINE.items())
+    return f"rapidocr-onnxruntime=={_dist_version('rapidocr-onnxruntime')};{settings}"
 
 
 class OcrLine(BaseModel):
@@ -38,6 +45,7 @@ class OcrResult(BaseModel):
     lines: tuple[str, ...] = ()
     scores: tuple[float, ...] = ()
 
+    @computed_field  # type: ignore[prop-decorator]
     @property
     def text(self) -> str:
         """The lines joined with newlines, top to bottom, left to right."""
@@ -91,8 +99,7 @@ class OcrTool:
     @property
     def engine_version(self) -> str:
         """What the raw output depends on: the cache version."""
-        settings = ",".join(f"{k}={v}" for k, v in _ENGINE.items())
-        return f"rapidocr-onnxruntime=={_dist_version('rapidocr-onnxruntime')};{settings}"
+        return _engine_version()
 
     @property
     def version(self) -> str:
@@ -129,7 +136,7 @@ class OcrTool:
         self.calls += 1
         try:
             result, _elapse = engine(image)
-        except Exception as e:  # noqa: BLE001 - onnxruntime and cv2 raise many unrelated types
+        except Exception as e:  # onnxruntime and cv2 raise many unrelated types; name the file whatever it was
             raise FeatureError(f"{path}: OCR failed ({type(e).__name__}: {e})") from e
         lines = []
         for box, text, score in result or ():
