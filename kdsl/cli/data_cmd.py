@@ -40,15 +40,17 @@ def inspect(
     for key, counts in summary.meta_counts.items():
         console.print(f"  {key}: " + ", ".join(f"{v}: {n}" for v, n in counts.items()))
     for t in summary.tasks:
-        table = Table(title=f"{t.task}: {t.samples} samples, {t.labels_seen}/{t.labels_in_space} labels seen, "
-                            f"{t.samples_with_images} with images, {t.turns_mean:.1f} turns on average")
+        console.print(f"\n[bold]{t.task}[/bold]: {t.samples} samples, {t.labels_seen}/{t.labels_in_space} labels "
+                      f"seen, {t.samples_with_images} with images, {t.turns_mean:.1f} turns on average")
+        table = Table()
         table.add_column("label")
         table.add_column("samples", justify="right")
+        table.add_column("share", justify="right")
         items = list(t.label_counts.items())
         for label, n in items if all_labels else items[:25]:
-            table.add_row(label, str(n))
+            table.add_row(label, str(n), f"{n / max(t.labeled, 1):.1%}")
         if not all_labels and len(items) > 25:
-            table.add_row(f"... {len(items) - 25} more (--all)", "")
+            table.add_row(f"... {len(items) - 25} more (--all)", "", "")
         console.print(table)
     if summary.invalid:
         console.print("[yellow]skipped invalid items:[/yellow] "

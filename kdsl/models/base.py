@@ -10,7 +10,6 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, computed_field
@@ -299,7 +298,7 @@ class BackendSpec(BaseModel):
     @classmethod
     def parse(cls, spec: str) -> BackendSpec:
         backend, sep, model = spec.partition(":")
-        # A bare model (no "backend:") or a Windows-style path falls back to llama.cpp, the CPU default.
+        # Refuse a bare model or a path: which backend runs it is a choice the user makes explicitly.
         if not sep or not backend or "/" in backend or "\\" in backend or backend.startswith("."):
             raise ValueError(
                 f"model spec {spec!r} must look like 'BACKEND:MODEL', e.g. 'llama_cpp:smollm2-135m-instruct' "
@@ -322,7 +321,3 @@ def load_backend(spec: str | BackendSpec, settings: Any = None, **options: Any) 
     cls = backend_class(spec.backend)
     logger.info("loading %s", spec)
     return cls(spec.model, settings=settings, **options)  # type: ignore[call-arg]
-
-
-def as_path(value: str | Path) -> Path:
-    return Path(value).expanduser()

