@@ -1,0 +1,222 @@
+"""transformers backend: causal LMs (optionally with a peft adapter) for generation and label scoring."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from kdsl.config import Settings
+from kdsl.models.base import Generation, Message, ModelBackend, ModelInfo, Prompt, schema_dict
+from kdsl.models.errors import ModelError
+from kdsl.models.registry import ResolvedModel, resolve_hf
+
+logger = logging.getLogger(__name__)
+
+_DTYPES = ("float32", "bfloat16", "float16")
+
+
+class HFBackend(ModelBackend):
+    """A transformers causal LM on CPU (or `device`), from a pack, a local folder, a GGUF or a Hugging Face id.
+
+    A pack or GGUF is converted once to safetensors (see `kdsl.models.convert`). A Hugging Face id loads only
+    from the local Hugging Face cache unless `allow_download=True`: nothing is fetched from a hub by default.
+    `adapter` is a peft adapter folder applied on top of the base model.
+    """
+
+    name = "hf"
+    supports_schema = True  # through xgrammar, when it is installed
+
+    def __init__(
+        self,
+        model: str | Path,
+        settings: Settings | None = None,
+        *,
+        adapter: str | Path | None = None,
+        dtype: str = "float32",
+        device: str = "cpu",
+        threads: int | None = None,
+        allow_download: bool = False,
+        label_batch_size: int = 32,
+    ) -> None:
+        super().__init__()
+        if dtype not in _DTYPES:
+            raise ValueError(f"dtype must be one of {_DTYPES}, got {dtype!r}")
+        if label_batch_size < 1:
+            raise ValueError(f"label_batch_size must be >= 1, got {label_batch_size}")
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        if threads is not None:
+            torch.set_num_threads(threads)
+        self._resolved: ResolvedModel = resolve_hf(model, settings)
+        self._adapter = str(adapter) if adapter is not None else None
+        self._device = device
+        self._label_batch_size = label_batch_size
+        location = self._resolved.location
+        start = time.perf_counter()
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(location, local_files_only=not allow_download)
+            self.model = AutoModelForCausalLM.from_pretrained(
+                location, dtype=getattr(torch, dtype), local_files_only=not allow_download
+            )
+        except OSError as e:
+            hint = (" It is not in the local Hugging Face cache; pass allow_download=True to fetch it, or name a "
+                    "local folder or a kdsl pack" if self._resolved.hf_id and not allow_download else "")
+            raise ModelError(f"cannot load {location!r} with transformers: {e}.{hint}") from e
+        if self._adapter is not None:
+            self.model = _apply_adapter(self.model, self._adapter)
+        self.model.to(device)
+        self.model.eval()
+        self.load_seconds = time.perf_counter() - start
+        logger.info("loaded %s with transformers in %.1f s", location, self.load_seconds)
+
+    @property
+    def info(self) -> ModelInfo:
+        return ModelInfo(backend=self.name, model=self._resolved.name, path=self._resolved.location,
+                         pack=self._resolved.pack, sha256=self._resolved.sha256, adapter=self._adapter)
+
+    # --- generation -------------------------------------------------------------------------------------------
+
+    def generate(
+        self,
+        messages: Sequence[Message],
+        images: Sequence[Any] | None = None,
+        schema: dict[str, Any] | type[BaseModel] | None = None,
+        max_tokens: int = 256,
+        temperature: float = 0.0,
+        seed: int = 0,
+    ) -> Generation:
+        import torch
+
+        messages = self._check_messages(messages)
+        if images:
+            raise ModelError(f"{self._resolved.name} is a text-only model; images need a vision model "
+                             f"(the hf_vision backend)")
+        start = time.perf_counter()
+        inputs = self._chat_inputs(messages)
+        prompt_len = inputs["input_ids"].shape[1]
+        kwargs: dict[str, Any] = {"max_new_tokens": max_tokens, "pad_token_id": self._pad_id()}
+        if temperature > 0:
+            kwargs.update(do_sample=True, temperature=temperature, top_k=0, top_p=1.0)
+        else:
+            kwargs.update(do_sample=False, temperature=None, top_k=None, top_p=None)
+        if schema is not None:
+            kwargs["logits_processor"] = [self._schema_processor(schema)]
+        torch.manual_seed(seed)
+        with torch.inference_mode():
+            output = self.model.generate(**inputs, **kwargs)
+        new = output[0, prompt_len:].tolist()
+        eos = self._eos_ids()
+        finish = "stop" if new and new[-1] in eos else "length"
+        text = self.tokenizer.decode(new, skip_special_tokens=True)
+        seconds = time.perf_counter() - start
+        self.usage.record(prompt_len, len(new), seconds)
+        return Generation(text=text, prompt_tokens=prompt_len, completion_tokens=len(new), seconds=seconds,
+                          finish_reason=finish)
+
+    def _chat_inputs(self, messages: Sequence[Message]) -> dict[str, Any]:
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise ModelError(f"{self._resolved.name} has no chat template; it is not an instruction model")
+        inputs = self.tokenizer.apply_chat_template(
+            [m.model_dump() for m in messages], add_generation_prompt=True, return_tensors="pt", return_dict=True
+        )
+        return {k: v.to(self._device) for k, v in inputs.items()}
+
+    def _schema_processor(self, schema: dict[str, Any] | type[BaseModel]) -> Any:
+        try:
+            import xgrammar as xgr
+        except ImportError as e:
+            raise ModelError("schema-constrained output with the hf backend needs xgrammar (pip install xgrammar); "
+                             "the llama_cpp backend supports it without extras") from e
+        import json
+
+        info = xgr.TokenizerInfo.from_huggingface(self.tokenizer, vocab_size=self.model.config.vocab_size)
+        compiled = xgr.GrammarCompiler(info).compile_json_schema(json.dumps(schema_dict(schema)))
+        return xgr.contrib.hf.LogitsProcessor(compiled)
+
+    def _eos_ids(self) -> set[int]:
+        ids = self.model.generation_config.eos_token_id
+        ids = ids if isinstance(ids, list) else [ids]
+        return {i for i in [*ids, self.tokenizer.eos_token_id] if i is not None}
+
+    def _pad_id(self) -> int:
+        pad = self.tokenizer.pad_token_id
+        return pad if pad is not None else min(self._eos_ids())
+
+    # --- label scoring ----------------------------------------------------------------------------------------
+
+    def prompt_ids(self, prompt: Prompt) -> list[int]:
+        """Token ids of a prompt as `score_labels` sees it: raw text, or messages through the chat template."""
+        if isinstance(prompt, str):
+            return self.tokenizer(prompt, add_special_tokens=True)["input_ids"]
+        messages = self._check_messages(prompt)
+        return self._chat_inputs(messages)["input_ids"][0].tolist()
+
+    def label_ids(self, label: str) -> list[int]:
+        return self.tokenizer(label, add_special_tokens=False)["input_ids"]
+
+    def _score(self, prompt: Prompt, labels: list[str]) -> tuple[dict[str, float], dict[str, int], int]:
+        import torch
+
+        prompt_ids = self.prompt_ids(prompt)
+        if not prompt_ids:
+            raise ValueError("the prompt tokenizes to nothing; give some text to condition on")
+        tokenized = {label: self.label_ids(label) for label in labels}
+        with torch.inference_mode():
+            # The prompt once: its KV cache is shared by every label, and its last logits score each first token.
+            out = self.model(torch.tensor([prompt_ids], device=self._device), use_cache=True)
+            first = torch.log_softmax(out.logits[0, -1].float(), dim=-1)
+            prefix_cache = out.past_key_values
+            scores: dict[str, float] = {}
+            for label, ids in tokenized.items():
+                scores[label] = float(first[ids[0]])
+            longer = [label for label in labels if len(tokenized[label]) > 1]
+            for begin in range(0, len(longer), self._label_batch_size):
+                batch = longer[begin:begin + self._label_batch_size]
+                for label, extra in zip(batch, self._continuations(prefix_cache, len(prompt_ids),
+                                                                   [tokenized[b] for b in batch]), strict=True):
+                    scores[label] += extra
+        return scores, {label: len(ids) for label, ids in tokenized.items()}, len(prompt_ids)
+
+    def _continuations(self, prefix_cache: Any, prompt_len: int, sequences: list[list[int]]) -> list[float]:
+        """Log-likelihood of tokens 2..k of each sequence given the prompt and its earlier tokens, in one batch."""
+        import torch
+
+        width = max(len(s) for s in sequences) - 1
+        pad = self._pad_id()
+        # Feed tokens 1..k-1 (right-padded); logits at step j score token j+1. Padding sits after every real
+        # token, so the causal mask already keeps it out of the real positions: no attention mask needed.
+        inputs = torch.tensor([s[:-1] + [pad] * (width - len(s) + 1) for s in sequences], device=self._device)
+        cache = copy.deepcopy(prefix_cache)  # the forward pass appends to the cache in place
+        cache.batch_repeat_interleave(len(sequences))
+        positions = torch.arange(prompt_len, prompt_len + width, device=self._device).expand(len(sequences), -1)
+        logits = self.model(inputs, past_key_values=cache, position_ids=positions, use_cache=True).logits
+        logprobs = torch.log_softmax(logits.float(), dim=-1)
+        out = []
+        for row, seq in enumerate(sequences):
+            targets = torch.tensor(seq[1:], device=self._device)
+            out.append(float(logprobs[row, torch.arange(len(seq) - 1), targets].sum()))
+        return out
+
+    def close(self) -> None:
+        self.model = None  # type: ignore[assignment]
+        import gc
+
+        gc.collect()
+
+
+def _apply_adapter(model: Any, adapter: str) -> Any:
+    try:
+        from peft import PeftModel
+    except ImportError as e:
+        raise ModelError("loading an adapter needs peft: pip install peft") from e
+    if not (Path(adapter) / "adapter_config.json").is_file():
+        raise ModelError(f"{adapter} is not a peft adapter folder (no adapter_config.json)")
+    logger.info("applying peft adapter %s", adapter)
+    return PeftModel.from_pretrained(model, adapter)
