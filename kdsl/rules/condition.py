@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from functools import cached_property
-from typing import Annotated, Any, Union
+from typing import Annotated, Any
 
 import re2
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator
@@ -207,14 +207,14 @@ def _kind(value: Any) -> str | None:
 
 
 Condition = Annotated[
-    Union[
-        Annotated[AnyOf, Tag("any_of")],
-        Annotated[AllOf, Tag("all_of")],
-        Annotated[Regex, Tag("regex")],
-        Annotated[Not, Tag("not")],
-        Annotated[And, Tag("and")],
-        Annotated[Or, Tag("or")],
-    ],
+    (
+        Annotated[AnyOf, Tag("any_of")]
+        | Annotated[AllOf, Tag("all_of")]
+        | Annotated[Regex, Tag("regex")]
+        | Annotated[Not, Tag("not")]
+        | Annotated[And, Tag("and")]
+        | Annotated[Or, Tag("or")]
+    ),
     Discriminator(
         _kind,
         custom_error_type="condition_operator",

@@ -1,4 +1,4 @@
-"""A content-addressed feature cache on disk, and the helpers that read a tool's input.
+"""A content-addressed feature cache on disk, and the content hashes that key it.
 
 Entries are keyed by (tool name, tool version, sha256 of the input), so a changed image or a new model version
 never serves a stale value, and renaming or moving a file never forces a recompute.
@@ -16,14 +16,11 @@ import threading
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from kdsl.errors import FeatureError
-
-if TYPE_CHECKING:
-    from PIL.Image import Image
 
 logger = logging.getLogger(__name__)
 
@@ -62,33 +59,6 @@ def sha256_file(path: str | Path, *, chunk_size: int = 1 << 20) -> str:
 def sha256_text(text: str) -> str:
     """Hex sha256 of a string's UTF-8 bytes."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def open_rgb(path: str | Path) -> Image:
-    """Decode an image fully as RGB (transparency flattened onto white).
-
-    Raises FeatureError naming the file and the reason when it is missing, truncated or not an image.
-    """
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            im.load()  # decode now: a truncated file fails here, not inside the model
-            im = ImageOps.exif_transpose(im)
-            if im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info):
-                rgba = im.convert("RGBA")
-                # Screenshots with alpha would otherwise turn transparent areas black and hide dark text.
-                flat = Image.new("RGB", rgba.size, (255, 255, 255))
-                flat.paste(rgba, mask=rgba.getchannel("A"))
-                return flat
-            return im.convert("RGB")
-    except FileNotFoundError as e:
-        raise FeatureError(f"{path}: image file not found") from e
-    except UnidentifiedImageError as e:
-        raise FeatureError(f"{path}: not a readable image (unknown or corrupt format)") from e
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        # PIL reports truncated or malformed data as OSError/ValueError/SyntaxError depending on the codec.
-        raise FeatureError(f"{path}: cannot decode image ({e})") from e
 
 
 def _encode(value: Any) -> tuple[str, bytes]:

@@ -11,7 +11,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, computed_field
 
 from kdsl.errors import FeatureError
-from kdsl.tools.cache import FeatureCache, open_rgb, sha256_file
+from kdsl.tools.cache import FeatureCache, sha256_file
+from kdsl.tools.images import open_rgb
 
 logger = logging.getLogger(__name__)
 

@@ -14,7 +14,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from kdsl.errors import FeatureError
-from kdsl.tools.cache import FeatureCache, open_rgb, sha256_file
+from kdsl.tools.cache import FeatureCache, sha256_file
+from kdsl.tools.images import open_rgb
 
 if TYPE_CHECKING:
     from PIL.Image import Image

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from kdsl.errors import FeatureError
-from kdsl.tools.cache import FeatureCache, open_rgb, sha256_file
+from kdsl.tools.cache import FeatureCache, sha256_file
+from kdsl.tools.images import open_rgb
 
 
 def test_json_and_array_round_trip(tmp_path):
