@@ -67,15 +67,18 @@ def split(
     verify: Annotated[float, typer.Option(help="Share for accepting rules.")] = 0.2,
     test: Annotated[float, typer.Option(help="Sealed share for the final evaluation.")] = 0.2,
     seed: Annotated[int, typer.Option(help="Seed of the shuffle.")] = 0,
+    k_shot: Annotated[int | None, typer.Option("--k-shot", help="Keep at most K samples per label in search.")
+                      ] = None,
     skip_invalid: SkipInvalid = False,
 ) -> None:
     """Split a dataset into search / verify / test, stratified by task and label, and save the ids.
 
     Example: kdsl data split ../shared/data/www2025-mdsirc --out runs/mdsirc-split.json --seed 0
+    Few-shot: add --k-shot 5 to keep 5 samples per label for search (verify and test stay as they are).
     """
     dataset = load_dataset(path, skip_invalid=skip_invalid)
     try:
-        config = SplitConfig(search=search, verify=verify, test=test, seed=seed)
+        config = SplitConfig(search=search, verify=verify, test=test, seed=seed, k_shot=k_shot)
     except ValueError as e:
         raise typer.BadParameter(str(e).splitlines()[-1]) from None
     result: Split = split_dataset(dataset, config)

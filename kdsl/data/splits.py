@@ -25,6 +25,10 @@ class SplitConfig(BaseModel):
     verify: float = Field(0.2, ge=0, le=1, description="Rules are accepted or refused here.")
     test: float = Field(0.2, ge=0, le=1, description="Sealed: only the final evaluation reads it.")
     seed: int = 0
+    k_shot: int | None = Field(
+        None, ge=1, description="Keep at most k samples per (task, label) in `search` (few-shot runs); the rest "
+        "of that share is left out of every part."
+    )
 
     @field_validator("test")
     @classmethod
@@ -109,7 +113,10 @@ def split_dataset(dataset: Dataset, config: SplitConfig | None = None) -> Split:
         order = [ids[i] for i in rng.permutation(len(ids))]
         start = 0
         for part, count in zip(PARTS, _allocate(len(order), fractions), strict=True):
-            parts[part] += order[start : start + count]
+            taken = order[start : start + count]
+            if part == "search" and config.k_shot is not None:
+                taken = taken[: config.k_shot]  # `order` is already shuffled: the first k are a seeded draw
+            parts[part] += taken
             start += count
     return Split(dataset=dataset.name, fingerprint=dataset.fingerprint(), config=config,
                  search=tuple(parts["search"]), verify=tuple(parts["verify"]), test=tuple(parts["test"]))

@@ -44,3 +44,12 @@ def test_k_shot_takes_k_per_label_from_the_pool(mdsirc):
     pool = Counter((mdsirc.get(i).task, mdsirc.get(i).label) for i in split.search)
     assert all(per[k] == min(4, n) for k, n in pool.items())
     assert k_shot(mdsirc, 4, ids=split.search, seed=1) == ids
+
+
+def test_split_with_k_shot_keeps_verify_and_test(mdsirc):
+    full = split_dataset(mdsirc, SplitConfig(seed=2))
+    few = split_dataset(mdsirc, SplitConfig(seed=2, k_shot=3))
+    assert few.verify == full.verify and few.test == full.test
+    assert set(few.search) < set(full.search)
+    per = Counter((mdsirc.get(i).task, mdsirc.get(i).label) for i in few.search)
+    assert max(per.values()) == 3
