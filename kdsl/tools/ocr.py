@@ -144,9 +144,7 @@ class OcrTool:
         self.calls += 1
         try:
             result, _elapse = engine(image)
-        except (
-            Exception
-        ) as e:  # onnxruntime and cv2 raise many unrelated types; name the file whatever it was
+        except Exception as e:  # onnxruntime and cv2 raise many unrelated types; name the file whatever it was
             raise FeatureError(f"{path}: OCR failed ({type(e).__name__}: {e})") from e
         lines = []
         for box, text, score in result or ():

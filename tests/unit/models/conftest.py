@@ -52,7 +52,12 @@ def hf(models_settings: Settings, smollm2: Path) -> Iterator[ModelBackend]:
         yield backend
 
 
-# Easy next-token cases: (prompt, labels), the right label first.
+@pytest.fixture(scope="session")
+def easy_cases() -> list[tuple[str, list[str]]]:
+    """Easy next-token cases: (prompt, labels), the right label first."""
+    return EASY_CASES
+
+
 EASY_CASES = [
     ("The capital of France is", [" Paris", " banana"]),
     ("One, two, three, four,", [" five", " chair"]),

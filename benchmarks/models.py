@@ -1,0 +1,124 @@
+"""Model backends on this machine: load seconds, generation tokens/s, label-scoring seconds per sample.
+
+The label-scoring task is MDSIRC dialogue intent (23 candidate labels, zero-shot), read from --data when it is
+there, else a synthetic 23-label task. Accuracy is printed too, as a first hint for choosing the defaults.
+
+    python benchmarks/models.py --packs smollm2-135m-instruct qwen2.5-coder-0.5b-instruct --samples 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import logging
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+from kdsl.config import Settings
+from kdsl.models import Message, ModelBackend, hf_path, load_backend, pull
+
+GEN_PROMPTS = [
+    "Explain in two sentences why the sky is blue.",
+    "Write a short rule that detects a customer asking about delivery time.",
+    "List three fruits and their colours.",
+]
+SYNTHETIC_LABELS = [
+    "refund", "delivery time", "order status", "cancel order", "change address", "payment failed", "coupon",
+    "product size", "product material", "warranty", "installation", "return policy", "invoice", "stock",
+    "price match", "gift wrap", "damaged item", "wrong item", "missing item", "account login", "membership",
+    "complaint", "greeting",
+]
+
+
+def _tasks(data: Path, n: int) -> tuple[list[list[Message]], list[list[str]], list[str | None]]:
+    """(chat prompts, candidate labels, gold labels) for n samples of a 23-label task."""
+    prompts, candidates, gold = [], [], []
+    if (data / "train.json").is_file():
+        from kdsl.data import load_mdsirc
+
+        dataset = load_mdsirc(data, check_images=False, skip_invalid=True)
+        samples = [s for s in dataset.samples if s.task == "dialogue_intent" and s.label][:n]
+        for s in samples:
+            dialogue = "\n".join(f"{'用户' if t.role == 'user' else '客服'}: {t.text or '<image>'}" for t in s.turns)
+            prompts.append([
+                Message(role="system", content="你是一个电商客服专家，请根据用户与客服的多轮对话判断用户的意图分类标签。"
+                        f"可选标签：{json.dumps(list(s.candidates), ensure_ascii=False)}。只输出标签。"),
+                Message(role="user", content=dialogue[-1500:]),
+            ])
+            candidates.append(list(s.candidates))
+            gold.append(s.label)
+    while len(prompts) < n:  # synthetic fallback when the data is not there
+        prompts.append([Message(role="system", content=f"Classify the intent. Labels: {', '.join(SYNTHETIC_LABELS)}."),
+                        Message(role="user", content=f"When will my parcel number {len(prompts)} arrive?")])
+        candidates.append(SYNTHETIC_LABELS)
+        gold.append("delivery time")
+    return prompts, candidates, gold
+
+
+def bench(backend_name: str, pack: str, settings: Settings, args: argparse.Namespace) -> dict:
+    row: dict = {"backend": backend_name, "pack": pack}
+    if backend_name == "hf":
+        start = time.perf_counter()
+        hf_path(pack, settings)  # conversion happens once; time it apart from loading
+        row["convert_s"] = round(time.perf_counter() - start, 1)
+    start = time.perf_counter()
+    backend: ModelBackend = load_backend(f"{backend_name}:{pack}", settings, threads=args.threads)
+    row["load_s"] = round(time.perf_counter() - start, 2)
+    try:
+        backend.generate([Message(role="user", content="Hi")], max_tokens=2)  # warm-up
+        gens = [backend.generate([Message(role="user", content=p)], max_tokens=args.gen_tokens) for p in GEN_PROMPTS]
+        tokens = sum(g.completion_tokens for g in gens)
+        row["gen_tok_s"] = round(tokens / sum(g.seconds for g in gens), 1)
+        row["gen_tokens"] = tokens
+        prompts, candidates, gold = _tasks(Path(args.data), args.samples)
+        seconds, correct, prompt_tokens = [], 0, []
+        for prompt, labels, answer in zip(prompts, candidates, gold, strict=True):
+            scores = backend.score_labels(prompt, labels)
+            seconds.append(scores.seconds)
+            prompt_tokens.append(scores.prompt_tokens)
+            correct += scores.best == answer
+        row["labels"] = len(candidates[0])
+        row["score_s_per_sample"] = round(statistics.mean(seconds), 3)
+        row["score_s_first"] = round(seconds[0], 3)
+        row["prompt_tokens_mean"] = round(statistics.mean(prompt_tokens))
+        row["zero_shot_acc"] = round(correct / len(gold), 3)
+    finally:
+        backend.close()
+        del backend
+        gc.collect()
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--packs", nargs="+", default=["smollm2-135m-instruct"])
+    parser.add_argument("--backends", nargs="+", default=["llama_cpp", "hf"])
+    parser.add_argument("--samples", type=int, default=10, help="label-scoring samples per backend")
+    parser.add_argument("--gen-tokens", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared/data/www2025-mdsirc"))
+    parser.add_argument("--home", default=None, help="KDSL_HOME (default: the usual one)")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    settings = Settings(home=Path(args.home)) if args.home else Settings()
+    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, KDSL_HOME={settings.home}")
+    rows = []
+    for pack in args.packs:
+        pull(pack, settings, progress=False)
+        for backend_name in args.backends:
+            row = bench(backend_name, pack, settings, args)
+            rows.append(row)
+            print(json.dumps(row, ensure_ascii=False), flush=True)
+    keys = ["backend", "pack", "load_s", "gen_tok_s", "labels", "score_s_per_sample", "prompt_tokens_mean",
+            "zero_shot_acc"]
+    print("\n| " + " | ".join(keys) + " |\n|" + "---|" * len(keys))
+    for row in rows:
+        print("| " + " | ".join(str(row.get(k, "")) for k in keys) + " |")
+
+
+if __name__ == "__main__":
+    main()
