@@ -100,3 +100,21 @@ def test_features_twice_then_rules_check_on_real_screenshots(mdsirc, tmp_path):
             len(ids), support, correct, overlaps, conflicts), rule["label"]
         assert s["recall"] == pytest.approx(correct / sum(g == rule["label"] for g in gold.values()))
     assert sum(r["stats"]["correct"] for r in verdict["rules"]) >= 6  # the on-screen text rules do find their pages
+
+
+def test_inspect_skip_invalid_counts_by_reason(mdsirc_path, tmp_path):
+    import shutil
+
+    items = json.loads((mdsirc_path / "train.json").read_text(encoding="utf-8"))[:4]
+    (tmp_path / "images").mkdir()
+    for item in items:
+        for name in item["image"]:
+            shutil.copy(mdsirc_path / "images" / name, tmp_path / "images" / name)
+    (tmp_path / "images" / items[0]["image"][0]).write_bytes(b"garbage")
+    items[2]["output"] = "不存在"
+    (tmp_path / "train.json").write_text(json.dumps(items, ensure_ascii=False), encoding="utf-8")
+
+    refused = runner.invoke(app, ["data", "inspect", str(tmp_path)])
+    assert refused.exit_code == 2 and items[0]["id"] in refused.output and "cannot be decoded" in refused.output
+    out = json.loads(invoke("data", "inspect", str(tmp_path), "--skip-invalid", "--json").stdout)
+    assert out["samples"] == 2 and out["invalid"] == {"corrupt_image": 1, "unknown_label": 1}
