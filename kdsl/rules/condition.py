@@ -11,9 +11,9 @@ Terms match as substrings after `normalize` (case, full/half width); regexes see
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from functools import cached_property
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 import re2
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator
@@ -81,8 +81,33 @@ def _clean_terms(terms: tuple[str, ...]) -> tuple[str, ...]:
     return terms
 
 
-class AnyOf(_Node):
+class _Terms(_Node):
+    """Shared body of `any_of` and `all_of`: terms looked up as substrings of one field."""
+
+    _op: ClassVar[str]
+    _combine: ClassVar[Callable[[Iterable[bool]], bool]]
+
     field: FieldName = "all_text"
+
+    @property
+    def terms(self) -> tuple[str, ...]:
+        return getattr(self, self._op)
+
+    def matches(self, fields: Mapping[str, str]) -> bool:
+        text = fields[self.field]
+        return type(self)._combine(normalize(t) in text for t in self.terms)
+
+    def render(self) -> str:
+        return f"{self.field} contains {self._op.replace('_', ' ')} [{', '.join(self.terms)}]"
+
+    def _canonical(self) -> Any:
+        return {"field": self.field, self._op: sorted({normalize(t) for t in self.terms})}
+
+
+class AnyOf(_Terms):
+    _op = "any_of"
+    _combine = any
+
     any_of: tuple[str, ...] = Field(min_length=1, max_length=MAX_TERMS)
 
     @field_validator("any_of")
@@ -90,35 +115,17 @@ class AnyOf(_Node):
     def _terms(cls, v: tuple[str, ...]) -> tuple[str, ...]:
         return _clean_terms(v)
 
-    def matches(self, fields: Mapping[str, str]) -> bool:
-        text = fields[self.field]
-        return any(normalize(t) in text for t in self.any_of)
 
-    def render(self) -> str:
-        return f"{self.field} contains any of [{', '.join(self.any_of)}]"
+class AllOf(_Terms):
+    _op = "all_of"
+    _combine = all
 
-    def _canonical(self) -> Any:
-        return {"field": self.field, "any_of": sorted({normalize(t) for t in self.any_of})}
-
-
-class AllOf(_Node):
-    field: FieldName = "all_text"
     all_of: tuple[str, ...] = Field(min_length=1, max_length=MAX_TERMS)
 
     @field_validator("all_of")
     @classmethod
     def _terms(cls, v: tuple[str, ...]) -> tuple[str, ...]:
         return _clean_terms(v)
-
-    def matches(self, fields: Mapping[str, str]) -> bool:
-        text = fields[self.field]
-        return all(normalize(t) in text for t in self.all_of)
-
-    def render(self) -> str:
-        return f"{self.field} contains all of [{', '.join(self.all_of)}]"
-
-    def _canonical(self) -> Any:
-        return {"field": self.field, "all_of": sorted({normalize(t) for t in self.all_of})}
 
 
 class Regex(_Node):
@@ -239,5 +246,5 @@ def leaves(cond: Condition) -> list[AnyOf | AllOf | Regex]:
 
 def n_terms(cond: Condition) -> int:
     """Size of a condition for the search's cost term: one per term or regex."""
-    return sum(len(getattr(x, "any_of", None) or getattr(x, "all_of", None) or (1,)) for x in leaves(cond))
+    return sum(len(x.terms) if isinstance(x, _Terms) else 1 for x in leaves(cond))
 
