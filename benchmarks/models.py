@@ -26,6 +26,7 @@ GEN_PROMPTS = [
     "Write a short rule that detects a customer asking about delivery time.",
     "List three fruits and their colours.",
 ]
+INSTRUCTION = "你是一个电商客服专家，请根据用户与客服的多轮对话判断用户的意图分类标签。"
 SYNTHETIC_LABELS = [
     "refund", "delivery time", "order status", "cancel order", "change address", "payment failed", "coupon",
     "product size", "product material", "warranty", "installation", "return policy", "invoice", "stock",
@@ -45,8 +46,8 @@ def _tasks(data: Path, n: int) -> tuple[list[list[Message]], list[list[str]], li
         for s in samples:
             dialogue = "\n".join(f"{'用户' if t.role == 'user' else '客服'}: {t.text or '<image>'}" for t in s.turns)
             prompts.append([
-                Message(role="system", content="你是一个电商客服专家，请根据用户与客服的多轮对话判断用户的意图分类标签。"
-                        f"可选标签：{json.dumps(list(s.candidates), ensure_ascii=False)}。只输出标签。"),
+                Message(role="system", content=INSTRUCTION
+                        + f"可选标签：{json.dumps(list(s.candidates), ensure_ascii=False)}。只输出标签。"),
                 Message(role="user", content=dialogue[-1500:]),
             ])
             candidates.append(list(s.candidates))

@@ -154,6 +154,7 @@ class ModelInfo(BaseModel):
 
 
 Prompt = str | Sequence[Message]
+ScoreParts = tuple[dict[str, float], dict[str, int], int]  # label -> log-likelihood, label -> tokens, prompt tokens
 
 
 class ModelBackend(ABC):
@@ -189,11 +190,12 @@ class ModelBackend(ABC):
         of that schema; `images` (PIL images or paths) go with the last user message on multimodal models.
         `temperature=0` is greedy decoding; `seed` makes sampling repeatable."""
 
-    def score_labels(self, prompt: Prompt, labels: Sequence[str]) -> LabelScores:
+    def score_labels(self, prompt: Prompt, labels: Sequence[str], images: Sequence[Any] | None = None) -> LabelScores:
         """Total log-likelihood of each label as the continuation of `prompt`.
 
         A `str` prompt is scored as raw text; a list of messages goes through the chat template with the
-        assistant turn opened, so the labels are scored as the start of the reply.
+        assistant turn opened, so the labels are scored as the start of the reply. `images` go with the last
+        user message, on backends that take images.
         """
         labels = list(labels)
         if not labels:
@@ -202,17 +204,19 @@ class ModelBackend(ABC):
             raise ValueError(f"labels must be distinct, got {labels!r}")
         if any(not label for label in labels):
             raise ValueError("labels must be non-empty strings")
+        if images and not self.supports_images:
+            raise ModelError(f"the {self.name} backend is text-only; score images with the hf_vision backend")
         start = time.perf_counter()
-        scores, label_tokens, prompt_tokens = self._score(prompt, labels)
+        scores, label_tokens, prompt_tokens = self._score(prompt, labels, list(images or []))
         seconds = time.perf_counter() - start
         self.usage.record(prompt_tokens + sum(label_tokens.values()), 0, seconds)
         return LabelScores(scores=scores, label_tokens=label_tokens, prompt_tokens=prompt_tokens, seconds=seconds)
 
     @abstractmethod
-    def _score(self, prompt: Prompt, labels: list[str]) -> tuple[dict[str, float], dict[str, int], int]:
+    def _score(self, prompt: Prompt, labels: list[str], images: list[Any]) -> ScoreParts:
         """Return (label -> log-likelihood, label -> token count, prompt token count)."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook; most backends free memory when collected
         """Free the model's memory. The backend is unusable afterwards."""
 
     def __enter__(self) -> ModelBackend:
@@ -255,9 +259,10 @@ def timed() -> Iterator[list[float]]:
 _BACKENDS: dict[str, type[ModelBackend] | str] = {
     "llama_cpp": "kdsl.models.llama_cpp:LlamaCppBackend",
     "hf": "kdsl.models.hf:HFBackend",
+    "hf_vision": "kdsl.models.hf_vision:HFVisionBackend",
 }
 _ALIASES = {"llama.cpp": "llama_cpp", "llamacpp": "llama_cpp", "gguf": "llama_cpp",
-            "transformers": "hf", "huggingface": "hf"}
+            "transformers": "hf", "huggingface": "hf", "vision": "hf_vision"}
 
 
 def register_backend(name: str, cls: type[ModelBackend] | str) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from kdsl.config import Settings
-from kdsl.models.base import Generation, Message, ModelBackend, ModelInfo, Prompt, schema_dict
+from kdsl.models.base import Generation, Message, ModelBackend, ModelInfo, Prompt, ScoreParts
 from kdsl.models.errors import ModelError
 from kdsl.models.registry import ResolvedModel, resolve_hf
 
@@ -30,7 +30,7 @@ class HFBackend(ModelBackend):
     """
 
     name = "hf"
-    supports_schema = True  # through xgrammar, when it is installed
+    supports_schema = False
 
     def __init__(
         self,
@@ -50,7 +50,6 @@ class HFBackend(ModelBackend):
         if label_batch_size < 1:
             raise ValueError(f"label_batch_size must be >= 1, got {label_batch_size}")
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
 
         if threads is not None:
             torch.set_num_threads(threads)
@@ -61,10 +60,7 @@ class HFBackend(ModelBackend):
         location = self._resolved.location
         start = time.perf_counter()
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(location, local_files_only=not allow_download)
-            self.model = AutoModelForCausalLM.from_pretrained(
-                location, dtype=getattr(torch, dtype), local_files_only=not allow_download
-            )
+            self._load(location, getattr(torch, dtype), local_files_only=not allow_download)
         except OSError as e:
             hint = (" It is not in the local Hugging Face cache; pass allow_download=True to fetch it, or name a "
                     "local folder or a kdsl pack" if self._resolved.hf_id and not allow_download else "")
@@ -75,6 +71,12 @@ class HFBackend(ModelBackend):
         self.model.eval()
         self.load_seconds = time.perf_counter() - start
         logger.info("loaded %s with transformers in %.1f s", location, self.load_seconds)
+
+    def _load(self, location: str, dtype: Any, local_files_only: bool) -> None:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(location, local_files_only=local_files_only)
+        self.model = AutoModelForCausalLM.from_pretrained(location, dtype=dtype, local_files_only=local_files_only)
 
     @property
     def info(self) -> ModelInfo:
@@ -95,19 +97,22 @@ class HFBackend(ModelBackend):
         import torch
 
         messages = self._check_messages(messages)
-        if images:
+        if schema is not None:
+            # No JSON-schema decoder that works with transformers 5 on CPU without triton (xgrammar pulls it,
+            # lm-format-enforcer 0.11 does not import): the rule author runs on llama.cpp, which has one.
+            raise ModelError(f"schema-constrained output is not supported by the {self.name} backend; use the "
+                             f"llama_cpp backend (e.g. 'llama_cpp:{self._resolved.name}')")
+        if images and not self.supports_images:
             raise ModelError(f"{self._resolved.name} is a text-only model; images need a vision model "
                              f"(the hf_vision backend)")
         start = time.perf_counter()
-        inputs = self._chat_inputs(messages)
+        inputs = self._chat_inputs(messages, list(images or []))
         prompt_len = inputs["input_ids"].shape[1]
         kwargs: dict[str, Any] = {"max_new_tokens": max_tokens, "pad_token_id": self._pad_id()}
         if temperature > 0:
             kwargs.update(do_sample=True, temperature=temperature, top_k=0, top_p=1.0)
         else:
             kwargs.update(do_sample=False, temperature=None, top_k=None, top_p=None)
-        if schema is not None:
-            kwargs["logits_processor"] = [self._schema_processor(schema)]
         torch.manual_seed(seed)
         with torch.inference_mode():
             output = self.model.generate(**inputs, **kwargs)
@@ -120,25 +125,13 @@ class HFBackend(ModelBackend):
         return Generation(text=text, prompt_tokens=prompt_len, completion_tokens=len(new), seconds=seconds,
                           finish_reason=finish)
 
-    def _chat_inputs(self, messages: Sequence[Message]) -> dict[str, Any]:
+    def _chat_inputs(self, messages: Sequence[Message], images: list[Any]) -> dict[str, Any]:
         if not getattr(self.tokenizer, "chat_template", None):
             raise ModelError(f"{self._resolved.name} has no chat template; it is not an instruction model")
         inputs = self.tokenizer.apply_chat_template(
             [m.model_dump() for m in messages], add_generation_prompt=True, return_tensors="pt", return_dict=True
         )
         return {k: v.to(self._device) for k, v in inputs.items()}
-
-    def _schema_processor(self, schema: dict[str, Any] | type[BaseModel]) -> Any:
-        try:
-            import xgrammar as xgr
-        except ImportError as e:
-            raise ModelError("schema-constrained output with the hf backend needs xgrammar (pip install xgrammar); "
-                             "the llama_cpp backend supports it without extras") from e
-        import json
-
-        info = xgr.TokenizerInfo.from_huggingface(self.tokenizer, vocab_size=self.model.config.vocab_size)
-        compiled = xgr.GrammarCompiler(info).compile_json_schema(json.dumps(schema_dict(schema)))
-        return xgr.contrib.hf.LogitsProcessor(compiled)
 
     def _eos_ids(self) -> set[int]:
         ids = self.model.generation_config.eos_token_id
@@ -151,52 +144,65 @@ class HFBackend(ModelBackend):
 
     # --- label scoring ----------------------------------------------------------------------------------------
 
-    def prompt_ids(self, prompt: Prompt) -> list[int]:
+    def prompt_ids(self, prompt: Prompt, images: Sequence[Any] | None = None) -> list[int]:
         """Token ids of a prompt as `score_labels` sees it: raw text, or messages through the chat template."""
+        return self._prompt_inputs(prompt, list(images or []))["input_ids"][0].tolist()
+
+    def _prompt_inputs(self, prompt: Prompt, images: list[Any]) -> dict[str, Any]:
+        import torch
+
         if isinstance(prompt, str):
-            return self.tokenizer(prompt, add_special_tokens=True)["input_ids"]
-        messages = self._check_messages(prompt)
-        return self._chat_inputs(messages)["input_ids"][0].tolist()
+            if images:
+                raise ValueError("images go with a chat prompt (a list of messages), not with raw text")
+            ids = self.tokenizer(prompt, add_special_tokens=True)["input_ids"]
+            return {"input_ids": torch.tensor([ids], device=self._device)}
+        return self._chat_inputs(self._check_messages(prompt), images)
 
     def label_ids(self, label: str) -> list[int]:
         return self.tokenizer(label, add_special_tokens=False)["input_ids"]
 
-    def _score(self, prompt: Prompt, labels: list[str]) -> tuple[dict[str, float], dict[str, int], int]:
+    def _score(self, prompt: Prompt, labels: list[str], images: list[Any]) -> ScoreParts:
         import torch
 
-        prompt_ids = self.prompt_ids(prompt)
-        if not prompt_ids:
+        inputs = self._prompt_inputs(prompt, images)
+        prompt_len = inputs["input_ids"].shape[1]
+        if not prompt_len:
             raise ValueError("the prompt tokenizes to nothing; give some text to condition on")
         tokenized = {label: self.label_ids(label) for label in labels}
+        self._forget_positions()
         with torch.inference_mode():
             # The prompt once: its KV cache is shared by every label, and its last logits score each first token.
-            out = self.model(torch.tensor([prompt_ids], device=self._device), use_cache=True)
+            out = self.model(**inputs, use_cache=True)
             first = torch.log_softmax(out.logits[0, -1].float(), dim=-1)
             prefix_cache = out.past_key_values
-            scores: dict[str, float] = {}
-            for label, ids in tokenized.items():
-                scores[label] = float(first[ids[0]])
+            scores = {label: float(first[ids[0]]) for label, ids in tokenized.items()}
             longer = [label for label in labels if len(tokenized[label]) > 1]
             for begin in range(0, len(longer), self._label_batch_size):
                 batch = longer[begin:begin + self._label_batch_size]
-                for label, extra in zip(batch, self._continuations(prefix_cache, len(prompt_ids),
-                                                                   [tokenized[b] for b in batch]), strict=True):
+                extras = self._continuations(prefix_cache, [tokenized[b] for b in batch])
+                for label, extra in zip(batch, extras, strict=True):
                     scores[label] += extra
-        return scores, {label: len(ids) for label, ids in tokenized.items()}, len(prompt_ids)
+        return scores, {label: len(ids) for label, ids in tokenized.items()}, prompt_len
 
-    def _continuations(self, prefix_cache: Any, prompt_len: int, sequences: list[list[int]]) -> list[float]:
+    def _forget_positions(self) -> None:
+        """Drop position offsets a multimodal model kept from an earlier call (Qwen2-VL's `rope_deltas`)."""
+        inner = getattr(self.model, "model", None)
+        if inner is not None and hasattr(inner, "rope_deltas"):
+            inner.rope_deltas = None
+
+    def _continuations(self, prefix_cache: Any, sequences: list[list[int]]) -> list[float]:
         """Log-likelihood of tokens 2..k of each sequence given the prompt and its earlier tokens, in one batch."""
         import torch
 
         width = max(len(s) for s in sequences) - 1
         pad = self._pad_id()
         # Feed tokens 1..k-1 (right-padded); logits at step j score token j+1. Padding sits after every real
-        # token, so the causal mask already keeps it out of the real positions: no attention mask needed.
+        # token, so the causal mask already keeps it out of the real positions: no attention mask needed, and
+        # every row continues at the same positions, which the model derives from the cache length.
         inputs = torch.tensor([s[:-1] + [pad] * (width - len(s) + 1) for s in sequences], device=self._device)
         cache = copy.deepcopy(prefix_cache)  # the forward pass appends to the cache in place
         cache.batch_repeat_interleave(len(sequences))
-        positions = torch.arange(prompt_len, prompt_len + width, device=self._device).expand(len(sequences), -1)
-        logits = self.model(inputs, past_key_values=cache, position_ids=positions, use_cache=True).logits
+        logits = self.model(input_ids=inputs, past_key_values=cache, use_cache=True).logits
         logprobs = torch.log_softmax(logits.float(), dim=-1)
         out = []
         for row, seq in enumerate(sequences):

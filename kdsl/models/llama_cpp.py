@@ -15,7 +15,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from kdsl.config import Settings
-from kdsl.models.base import Generation, Message, ModelBackend, ModelInfo, Prompt, schema_dict
+from kdsl.models.base import Generation, Message, ModelBackend, ModelInfo, Prompt, ScoreParts, schema_dict
 from kdsl.models.errors import ModelError
 from kdsl.models.registry import ResolvedModel, resolve_gguf
 
@@ -25,7 +25,8 @@ logger = logging.getLogger(__name__)
 class LlamaCppBackend(ModelBackend):
     """A GGUF model run by llama.cpp, from a pack name, a `.gguf` file or a folder holding one.
 
-    `threads` defaults to every core (llama-cpp-python's own default is half of them).
+    `threads` defaults to half the cores, as llama-cpp-python does: ggml's threads spin at barriers, so one
+    thread more than the free cores slows decoding by orders of magnitude on a busy machine.
     """
 
     name = "llama_cpp"
@@ -48,7 +49,7 @@ class LlamaCppBackend(ModelBackend):
             raise ModelError("the llama_cpp backend needs llama-cpp-python; see DEVELOPERS.md for the build "
                              "flags (pip install llama-cpp-python)") from e
         self._resolved: ResolvedModel = resolve_gguf(model, settings)
-        threads = threads or os.cpu_count() or 1
+        threads = threads or max(1, (os.cpu_count() or 2) // 2)
         start = time.perf_counter()
         try:
             self.llm = Llama(model_path=str(self._resolved.path), n_ctx=n_ctx, n_threads=threads,
@@ -127,7 +128,7 @@ class LlamaCppBackend(ModelBackend):
     def label_ids(self, label: str) -> list[int]:
         return self.llm.tokenize(label.encode("utf-8"), add_bos=False, special=False)
 
-    def _score(self, prompt: Prompt, labels: list[str]) -> tuple[dict[str, float], dict[str, int], int]:
+    def _score(self, prompt: Prompt, labels: list[str], images: list[Any]) -> ScoreParts:
         prompt_ids = self.prompt_ids(prompt)
         if not prompt_ids:
             raise ValueError("the prompt tokenizes to nothing; give some text to condition on")

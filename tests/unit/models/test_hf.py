@@ -74,17 +74,9 @@ def test_backends_agree(hf: ModelBackend, llama: ModelBackend, easy_cases) -> No
                     assert b[x] > b[y], (prompt, x, y)
 
 
-def test_schema_needs_xgrammar_or_works(hf: ModelBackend) -> None:
-    schema = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}
-    chat = [Message(role="user", content="Is water wet? Reply in JSON.")]
-    try:
-        import xgrammar  # noqa: F401
-    except ImportError:
-        with pytest.raises(ModelError, match="xgrammar"):
-            hf.generate(chat, schema=schema)
-        return
-    out = hf.generate(chat, schema=schema, max_tokens=20)
-    assert isinstance(json.loads(out.text)["ok"], bool)
+def test_schema_points_to_the_llama_cpp_backend(hf: ModelBackend) -> None:
+    with pytest.raises(ModelError, match="llama_cpp"):
+        hf.generate([Message(role="user", content="Reply in JSON.")], schema={"type": "object"})
 
 
 def test_images_need_a_vision_model(hf: ModelBackend) -> None:

@@ -117,3 +117,10 @@ def test_load_backend_by_spec(models_settings, smollm2) -> None:
         assert backend.generate([Message(role="user", content="Hi")], max_tokens=4).completion_tokens > 0
     with load_backend(f"gguf:{smollm2}", models_settings, n_ctx=512) as backend:
         assert backend.info.path == str(smollm2)
+
+
+def test_images_are_refused(llama: ModelBackend) -> None:
+    from kdsl.models import ModelError
+
+    with pytest.raises(ModelError, match="text-only"):
+        llama.score_labels([Message(role="user", content="What is this?")], ["cat"], images=["cat.png"])
