@@ -76,17 +76,19 @@ def bench(backend_name: str, pack: str, settings: Settings, args: argparse.Names
         row["gen_tok_s"] = round(tokens / sum(g.seconds for g in gens), 1)
         row["gen_tokens"] = tokens
         prompts, candidates, gold = _tasks(Path(args.data), args.samples)
-        seconds, correct, prompt_tokens = [], 0, []
+        seconds, correct, correct_norm, prompt_tokens = [], 0, 0, []
         for prompt, labels, answer in zip(prompts, candidates, gold, strict=True):
             scores = backend.score_labels(prompt, labels)
             seconds.append(scores.seconds)
             prompt_tokens.append(scores.prompt_tokens)
             correct += scores.best == answer
+            correct_norm += scores.ranking(normalize=True)[0] == answer
         row["labels"] = len(candidates[0])
         row["score_s_per_sample"] = round(statistics.mean(seconds), 3)
         row["score_s_first"] = round(seconds[0], 3)
         row["prompt_tokens_mean"] = round(statistics.mean(prompt_tokens))
         row["zero_shot_acc"] = round(correct / len(gold), 3)
+        row["zero_shot_acc_norm"] = round(correct_norm / len(gold), 3)  # ranked by mean log-prob per token
     finally:
         backend.close()
         del backend
@@ -115,7 +117,7 @@ def main() -> None:
             rows.append(row)
             print(json.dumps(row, ensure_ascii=False), flush=True)
     keys = ["backend", "pack", "load_s", "gen_tok_s", "labels", "score_s_per_sample", "prompt_tokens_mean",
-            "zero_shot_acc"]
+            "zero_shot_acc", "zero_shot_acc_norm"]
     print("\n| " + " | ".join(keys) + " |\n|" + "---|" * len(keys))
     for row in rows:
         print("| " + " | ".join(str(row.get(k, "")) for k in keys) + " |")

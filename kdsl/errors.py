@@ -34,3 +34,7 @@ class FeatureError(KdslError, RuntimeError):
 
 class ConfigError(KdslError, ValueError):
     """A setting has a value kdsl cannot use."""
+
+
+class MemoryStoreError(KdslError, RuntimeError):
+    """The rule memory cannot be opened, read or written (missing rule, busy lock, unreachable server...)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kdsl.memory.errors import MemoryStoreError
+from kdsl.errors import MemoryStoreError
 from kdsl.memory.evidence import pool
 from kdsl.memory.results import MemoryRecord, SearchHit, WriteAction, WriteResult
 from kdsl.memory.store import COLLECTION, DEFAULT_NEAR_DUPLICATE, RuleMemory, document_text

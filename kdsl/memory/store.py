@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -31,7 +32,7 @@ from pydantic import ValidationError
 
 from kdsl.config import Settings
 from kdsl.memory import evidence as ev
-from kdsl.memory.errors import MemoryStoreError
+from kdsl.errors import MemoryStoreError
 from kdsl.memory.results import MemoryRecord, SearchHit, WriteResult
 from kdsl.rules.engine import RuleEngine
 from kdsl.rules.rule import Rule, RuleSet, RuleStatus
@@ -164,6 +165,7 @@ class RuleMemory:
     def _open(self) -> None:
         """(Re)open the client (when we own it) and the collection; records the generation it reflects."""
         import chromadb
+        from chromadb.errors import ChromaError
 
         from kdsl.memory.embedding import LocalEmbeddingFunction
 
@@ -180,7 +182,7 @@ class RuleMemory:
                 configuration={"hnsw": {"space": "cosine"}},
                 metadata={"kdsl_schema": SCHEMA, "kdsl_embedder": self.embedder.version},
             )
-        except (ValueError, RuntimeError, OSError) as e:
+        except (ValueError, RuntimeError, OSError, ChromaError) as e:
             raise MemoryStoreError(f"cannot open the rule memory {self._where()}: {e}") from e
         meta = self._collection.metadata or {}
         if meta.get("kdsl_schema") != SCHEMA:
@@ -239,8 +241,17 @@ class RuleMemory:
                                    f"{self.lock_timeout:g} s (lock file {self.lock_path}); try again") from e
 
     @contextlib.contextmanager
+    def _chroma_errors(self, what: str) -> Iterator[None]:
+        from chromadb.errors import ChromaError
+
+        try:
+            yield
+        except ChromaError as e:
+            raise MemoryStoreError(f"{what} in the rule memory {self._where()} failed: {e}") from e
+
+    @contextlib.contextmanager
     def _writing(self) -> Iterator[None]:
-        with self._locked():
+        with self._locked(), self._chroma_errors("a write"):
             yield
             self._bump_generation()
 
@@ -277,7 +288,8 @@ class RuleMemory:
     def _fetch(self, ids: Sequence[str] | None = None, where: dict[str, Any] | None = None,
                documents: bool = False) -> list[tuple[str, dict[str, Any], str]]:
         include = ["metadatas", "documents"] if documents else ["metadatas"]
-        got = self._col.get(ids=list(ids) if ids is not None else None, where=where, include=include)  # type: ignore[arg-type]
+        with self._chroma_errors("a read"):
+            got = self._col.get(ids=list(ids) if ids is not None else None, where=where, include=include)  # type: ignore[arg-type]
         docs = got.get("documents") or [""] * len(got["ids"])
         return [(i, dict(m or {}), d or "") for i, m, d in zip(got["ids"], got["metadatas"] or [], docs, strict=True)]
 
@@ -290,7 +302,10 @@ class RuleMemory:
         return self._parse(i, meta), meta, doc
 
     def _taken(self, ids: Sequence[str]) -> set[str]:
-        return set(self._col.get(ids=list(ids), include=[])["ids"]) if ids else set()
+        if not ids:
+            return set()
+        with self._chroma_errors("a read"):
+            return set(self._col.get(ids=list(ids), include=[])["ids"])
 
     def _free_id(self, candidates: Sequence[str]) -> str:
         taken = self._taken(candidates)
@@ -408,7 +423,7 @@ class RuleMemory:
                 raise MemoryStoreError(f"rule {old_id!r} is retired" + (f"; update its newer version {newer!r}"
                                                                          if newer else ""))
             version = old.version + 1
-            stem = old_id.rsplit(".v", 1)[0] if ".v" in old_id else old_id
+            stem = re.sub(r"\.v\d+$", "", old_id)
             new_id = self._free_id([rule.id, f"{stem}.v{version}"] if rule.id != old_id else [f"{stem}.v{version}"])
             new = rule.model_copy(update={"id": new_id, "version": version,
                                           "origin": rule.origin.model_copy(update={"parent": old_id})})
@@ -478,7 +493,8 @@ class RuleMemory:
 
     def __len__(self) -> int:
         """Stored documents, every status and version included."""
-        return self._col.count()
+        with self._chroma_errors("a count"):
+            return self._col.count()
 
     def list(
         self, *, task: str | None = None, label: str | None = None,
@@ -509,11 +525,9 @@ class RuleMemory:
         self._refresh()
         where = self._clauses(task=task, label=label, status=status, min_precision=min_precision,
                               min_support=min_support)
-        try:
+        with self._chroma_errors("a search"):
             got = self._col.query(query_texts=[text], n_results=k, where=where,
                                   include=["metadatas", "documents", "distances"])
-        except (ValueError, RuntimeError) as e:
-            raise MemoryStoreError(f"search in the rule memory {self._where()} failed: {e}") from e
         ids, metas = got["ids"][0], (got["metadatas"] or [[]])[0]
         docs, dists = (got["documents"] or [[]])[0], (got["distances"] or [[]])[0]
         return [SearchHit(rule=self._parse(i, dict(m or {})), score=1.0 - float(d), document=doc or "")

@@ -20,30 +20,38 @@ def _stats(support: int) -> RuleStats:
 
 
 def rules_of(tag: str) -> list[Rule]:
-    """Distinct rules of one writer (each its own label, so none merges or links), plus one rule both write."""
-    own = [Rule(label=f"intent-{tag}-{i}", task=TASK, when={"field": "user_text", "any_of": [f"{tag}词{i}"]},
-                statement=f"writer {tag} rule {i}", origin={"session": tag}, status="accepted", stats=_stats(i + 1))
-           for i in range(N)]
-    shared = Rule(label="shared", task=TASK, when={"field": "user_text", "any_of": ["共享"]},
-                  statement="both writers", origin={"session": tag}, stats=_stats(5))
-    return own[: N // 2] + [shared] + own[N // 2:]
+    """One writer's distinct rules, each its own label, so none merges or links."""
+    return [Rule(label=f"intent-{tag}-{i}", task=TASK, when={"field": "user_text", "any_of": [f"{tag}词{i}"]},
+                 statement=f"writer {tag} rule {i}", origin={"session": tag}, status="accepted", stats=_stats(i + 1))
+            for i in range(N)]
+
+
+def shared(tag: str, i: int) -> Rule:
+    """The rule both writers measure again after each of their own writes (a read-modify-write of one document)."""
+    return Rule(label="shared", task=TASK, when={"field": "user_text", "any_of": ["共享"]}, statement="both writers",
+                origin={"session": tag}, stats=_stats(i + 1))
 
 
 def _write(path: str, cache: str, tag: str, barrier) -> None:
     memory = RuleMemory(Path(path), TextEmbedder(FeatureCache(Path(cache))), lock_timeout=60)
     barrier.wait(60)  # start writing together
-    for rule in rules_of(tag):
+    for i, rule in enumerate(rules_of(tag)):
         memory.add(rule)
+        memory.add(shared(tag, i))
     memory.close()
 
 
 def test_two_processes_write_at_once(tmp_path):
     path, cache = tmp_path / "memory", tmp_path / "features.sqlite"
     embedder = TextEmbedder(FeatureCache(cache))
-    memory = RuleMemory(path, embedder)  # opened before the writers: it must see their writes afterwards
     written = {r.id: r for tag in "ab" for r in rules_of(tag)}
     # Warm the shared embedding cache, so the writers spend their time writing, and so interleave densely.
-    embedder.embed(sorted({document_text(r) for r in written.values()}), kind="passage")
+    embedder.embed(sorted({document_text(r) for r in [*written.values(), shared("a", 0)]}), kind="passage")
+    # A reader that has already searched, before the writers start: its index must catch up with their writes.
+    memory = RuleMemory(path, embedder)
+    own = Rule(label="reader", task=TASK, when={"any_of": ["读者"]}, statement="the reader's own rule")
+    memory.add(own)
+    assert [h.rule.id for h in memory.search(own.statement)] == [own.id]
 
     ctx = mp.get_context("spawn")
     barrier = ctx.Barrier(2)
@@ -54,14 +62,13 @@ def test_two_processes_write_at_once(tmp_path):
         w.join(120)
     assert [w.exitcode for w in writers] == [0, 0]
 
-    assert len(memory) == 2 * N + 1
-    shared = written.pop(rules_of("a")[N // 2].id)
+    assert len(memory) == 2 * N + 2
     for rule_id, rule in written.items():
         assert memory.get(rule_id) == rule, rule_id
-    merged = memory.record(shared.id)
-    assert merged.sessions == ("a", "b") and merged.rule.stats.support == 10  # neither measurement was lost
+    merged = memory.record(shared("a", 0).id)
+    # Each writer's last measurement survives: no write read a stale document and overwrote the other's.
+    assert merged.sessions == ("a", "b") and merged.rule.stats.support == 2 * N
 
-    # The reader's vector index caught up with the other processes' writes: every document is searchable.
-    hits = memory.search(document_text(rules_of("b")[3]), k=2 * N + 1, status=None)
-    assert len(hits) == 2 * N + 1 and hits[0].rule.id == rules_of("b")[3].id
+    hits = memory.search(document_text(rules_of("b")[3]), k=2 * N + 2)
+    assert len(hits) == 2 * N + 2 and hits[0].rule.id == rules_of("b")[3].id
     memory.close()
