@@ -59,6 +59,10 @@ def check(
                              ] = 0.5,
     no_images: Annotated[bool, typer.Option("--no-images", help="Skip OCR and visual labels.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the statistics as JSON instead of tables.")] = False,
+    commit: Annotated[bool, typer.Option("--commit", help="Store the accepted rules, with these statistics, in "
+                                         "the rule memory.")] = False,
+    memory: Annotated[Path | None, typer.Option("--memory", help="Memory folder (default: KDSL_HOME/memory).",
+                                                show_default=False)] = None,
 ) -> None:
     """Score every rule (support, coverage, precision and its Wilson lower bound, recall, overlaps, conflicts)
     and the rule set per task (alone and completed by the majority label, with a paired bootstrap CI).
@@ -88,9 +92,194 @@ def check(
     out = out or Path("runs") / f"{rules_file.stem}-check.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(verdict.model_dump_json(indent=1), encoding="utf-8")
+    if commit:
+        by_id = {r.id: r for r in rules}
+        with _memory(memory) as mem:
+            written = [mem.add(by_id[v.rule_id].model_copy(update={"status": "accepted", "stats": v.stats}))
+                       for v in verdict.rules if v.accepted]
+        console.print(f"memory: {len(written)} accepted rule(s) written "
+                      f"({', '.join(f'{w.rule_id} {w.action}' for w in written) or 'none'})", highlight=False)
     if as_json:
         print_json(verdict)
         return
     console.print(_rule_table(verdict))
     console.print(_task_table(verdict))
     console.print(f"{len(verdict.accepted)}/{len(verdict.rules)} rules accepted; statistics -> {out}")
+
+
+# -- the rule memory ------------------------------------------------------------------------------------------------
+MemoryPath = Annotated[
+    Path | None, typer.Option("--memory", help="Memory folder (default: KDSL_HOME/memory).", show_default=False)
+]
+TaskOpt = Annotated[str | None, typer.Option(help="Only rules of this task.")]
+LabelOpt = Annotated[str | None, typer.Option(help="Only rules of this label.")]
+StatusOpt = Annotated[str | None, typer.Option(help="candidate, accepted or retired (default: not retired).")]
+AsJson = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+
+def _memory(path: Path | None):
+    from kdsl.memory import RuleMemory  # chromadb loads only for the commands that need it
+
+    return RuleMemory(path)
+
+
+def _status(status: str | None):
+    from kdsl.memory.store import LIVE
+
+    if status is None:
+        return LIVE
+    if status not in ("candidate", "accepted", "retired", "all"):
+        raise typer.BadParameter(f"--status must be candidate, accepted, retired or all, got {status!r}")
+    return None if status == "all" else status
+
+
+def _memory_table(rules, title: str, scores: list[float] | None = None) -> Table:
+    table = Table(title=title)
+    table.add_column("rule", overflow="fold")
+    table.add_column("task / label", overflow="fold")
+    table.add_column("status", overflow="fold")
+    table.add_column("support, prec lb", overflow="fold")
+    if scores:
+        table.add_column("score")
+    table.add_column("statement / condition", ratio=1, min_width=20)
+    for i, r in enumerate(rules):
+        s = r.stats
+        row = [r.id, f"{r.task}\n{r.label}", f"{r.status} v{r.version}",
+               f"{s.support}, {s.precision_lower:.2f}" if s else "-"]
+        if scores:
+            row.append(f"{scores[i]:.3f}")
+        table.add_row(*row, (r.statement + "\n" if r.statement else "") + r.when.render())
+    return table
+
+
+@app.command("list")
+@friendly_errors
+def list_rules(
+    task: TaskOpt = None, label: LabelOpt = None, status: StatusOpt = None,
+    min_precision: Annotated[float | None, typer.Option(help="Minimum precision.")] = None,
+    min_support: Annotated[int | None, typer.Option(help="Minimum support.")] = None,
+    memory: MemoryPath = None, as_json: AsJson = False,
+) -> None:
+    """List the rules in memory, most confident first.
+
+    Example: kdsl rules list --task image_scene --status accepted --min-precision 0.9
+    """
+    with _memory(memory) as mem:
+        rules = mem.list(task=task, label=label, status=_status(status), min_precision=min_precision,
+                         min_support=min_support)
+    if as_json:
+        print_json([r.model_dump(mode="json", by_alias=True) for r in rules])
+        return
+    console.print(_memory_table(rules, f"{len(rules)} rule(s)"))
+
+
+@app.command()
+@friendly_errors
+def search(
+    text: Annotated[str, typer.Argument(help="What the rules should be about, in any language.")],
+    k: Annotated[int, typer.Option("-k", help="How many rules.")] = 5,
+    task: TaskOpt = None, label: LabelOpt = None, status: StatusOpt = None,
+    memory: MemoryPath = None, as_json: AsJson = False,
+) -> None:
+    """Find rules by meaning (multilingual e5 embeddings of statement and condition).
+
+    Example: kdsl rules search "用户问退款进度" --task image_scene -k 5
+    """
+    with _memory(memory) as mem:
+        hits = mem.search(text, k, task=task, label=label, status=_status(status))
+    if as_json:
+        print_json([h.model_dump(mode="json", by_alias=True) for h in hits])
+        return
+    console.print(_memory_table([h.rule for h in hits], f"{len(hits)} rule(s) for {text!r}",
+                                scores=[h.score for h in hits]))
+
+
+@app.command()
+@friendly_errors
+def show(
+    rule_id: Annotated[str, typer.Argument(help="Rule id.")],
+    memory: MemoryPath = None,
+) -> None:
+    """Show one rule: its JSON, where its statistics come from, and its versions.
+
+    Example: kdsl rules show r-4552d8c0f9
+    """
+    with _memory(memory) as mem:
+        record = mem.record(rule_id)
+        lineage = mem.lineage(rule_id)
+    print_json(record)
+    console.print("lineage: " + " -> ".join(f"{r.id} (v{r.version}, {r.status})" for r in lineage))
+
+
+@app.command()
+@friendly_errors
+def explain(
+    sample_id: Annotated[str, typer.Argument(help="Id of a sample in --data.")],
+    data: Annotated[Path, typer.Option("--data", "-d", help="Dataset holding the sample.")],
+    memory: MemoryPath = None,
+) -> None:
+    """Which accepted rules fire on this sample, and which of their terms matched.
+
+    Example: kdsl rules explain 213e438b17282904772446704d0b28 --data ../shared/data/www2025-mdsirc
+    """
+    from kdsl.rules import matched_leaves, normalize
+    from kdsl.tools.features import FIELDS
+
+    sample = load_dataset(data).get(sample_id)
+    (features,) = default_builder(Settings(), progress=False).build([sample]).rows([sample.id])
+    with _memory(memory) as mem:
+        fired = mem.fire_on(features, sample.task)
+    console.print(f"sample {sample.id} ({sample.task}), gold label: {sample.label}")
+    fields = {name: normalize(features.field(name)) for name in FIELDS}
+    for r in fired:
+        s = r.stats
+        console.print(f"[bold]{r.label}[/bold] by {r.id}"
+                      + (f" (precision {s.precision:.2f}, lower bound {s.precision_lower:.2f}, support {s.support})"
+                         if s else ""))
+        console.print(f"  {r.statement}" if r.statement else "", highlight=False)
+        for why in matched_leaves(r.when, fields):
+            console.print(f"  matched: {why}", highlight=False)
+    if not fired:
+        console.print("no accepted rule fires on this sample")
+
+
+@app.command()
+@friendly_errors
+def retire(rule_id: Annotated[str, typer.Argument(help="Rule id.")], memory: MemoryPath = None) -> None:
+    """Retire a rule: it stays in memory with its history but no longer fires.
+
+    Example: kdsl rules retire r-4552d8c0f9
+    """
+    with _memory(memory) as mem:
+        rule = mem.retire(rule_id)
+    console.print(f"retired {rule.id} (v{rule.version})")
+
+
+@app.command("export")
+@friendly_errors
+def export_rules(
+    path: Annotated[Path, typer.Argument(help="Rules JSON file to write.")],
+    task: TaskOpt = None, status: StatusOpt = None, memory: MemoryPath = None,
+) -> None:
+    """Write rules from memory to a rules JSON file (the format `kdsl rules check` reads).
+
+    Example: kdsl rules export runs/accepted.json --status accepted
+    """
+    with _memory(memory) as mem:
+        out = mem.export(path, task=task, status=_status(status))
+    console.print(f"wrote {len(RuleSet.load(out))} rule(s) -> {out}")
+
+
+@app.command("import")
+@friendly_errors
+def import_rules(path: Annotated[Path, typer.Argument(help="Rules JSON file.")], memory: MemoryPath = None) -> None:
+    """Add the rules of a rules JSON file to memory (deduplicated: equivalent rules merge).
+
+    Example: kdsl rules import examples/rules/mdsirc_image_scene.json
+    """
+    with _memory(memory) as mem:
+        results = mem.import_(path)
+    counts: dict[str, int] = {}
+    for r in results:
+        counts[r.action] = counts.get(r.action, 0) + 1
+    console.print(f"{len(results)} rule(s) from {path}: " + ", ".join(f"{a} {n}" for a, n in counts.items()))

@@ -1,7 +1,19 @@
 """The rule language, the compiled engine, rule statistics and rule-set metrics."""
 
 from kdsl.rules.analysis import RuleAnalysis, RuleStats, wilson_lower_bound
-from kdsl.rules.condition import AllOf, And, AnyOf, Condition, Not, Or, Regex, compile_regex, leaves, n_terms
+from kdsl.rules.condition import (
+    AllOf,
+    And,
+    AnyOf,
+    Condition,
+    Not,
+    Or,
+    Regex,
+    compile_regex,
+    leaves,
+    matched_leaves,
+    n_terms,
+)
 from kdsl.rules.engine import ABSTAIN, RuleEngine, RuleSetPrediction
 from kdsl.rules.metrics import PairedBootstrap, Scores, paired_bootstrap, score, with_fallback
 from kdsl.rules.normalize import normalize
@@ -10,6 +22,6 @@ from kdsl.rules.rule import Provenance, Rule, RuleSet, RuleStatus, parse_rule
 __all__ = [
     "ABSTAIN", "AllOf", "And", "AnyOf", "Condition", "Not", "Or", "PairedBootstrap", "Provenance", "Regex",
     "Rule", "RuleAnalysis", "RuleEngine", "RuleSet", "RuleSetPrediction", "RuleStats", "RuleStatus", "Scores",
-    "compile_regex", "leaves", "n_terms", "normalize", "paired_bootstrap", "parse_rule", "score",
+    "compile_regex", "leaves", "matched_leaves", "n_terms", "normalize", "paired_bootstrap", "parse_rule", "score",
     "wilson_lower_bound", "with_fallback",
 ]

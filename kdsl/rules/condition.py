@@ -248,3 +248,8 @@ def n_terms(cond: Condition) -> int:
     """Size of a condition for the search's cost term: one per term or regex."""
     return sum(len(x.terms) if isinstance(x, _Terms) else 1 for x in leaves(cond))
 
+
+
+def matched_leaves(cond: Condition, fields: Mapping[str, str]) -> list[str]:
+    """The term and regex nodes that hold on these normalised fields, in words: why a rule fired."""
+    return [leaf.render() for leaf in leaves(cond) if leaf.matches(fields)]
