@@ -31,8 +31,8 @@ from filelock import Timeout as LockTimeout
 from pydantic import ValidationError
 
 from kdsl.config import Settings
-from kdsl.memory import evidence as ev
 from kdsl.errors import MemoryStoreError
+from kdsl.memory import evidence as ev
 from kdsl.memory.results import MemoryRecord, SearchHit, WriteResult
 from kdsl.rules.engine import RuleEngine
 from kdsl.rules.rule import Rule, RuleSet, RuleStatus
