@@ -8,9 +8,11 @@ counted in `fault_counts`, it never stops a run.
 
 from __future__ import annotations
 
+import functools
 import logging
+import operator
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
@@ -24,6 +26,14 @@ logger = logging.getLogger(__name__)
 
 _JOIN = "\x00"  # cannot occur in a normalised term, so a term never matches across two samples
 ABSTAIN = -1
+
+
+def _fold(op: Callable[[np.ndarray, np.ndarray], np.ndarray], masks: list[np.ndarray]) -> np.ndarray:
+    """Pairwise | or & over a few (n,) masks: cheaper than ufunc.reduce, which first stacks them into a matrix.
+
+    With one mask the cached array itself is returned; the engine never writes into a mask in place.
+    """
+    return functools.reduce(op, masks)
 
 
 class RuleSetPrediction(BaseModel):
@@ -59,6 +69,7 @@ class RuleEngine:
         self._term_cache: dict[tuple[str, str], np.ndarray] = {}
         self._regex_cache: dict[tuple[str, str], np.ndarray] = {}
         self._cond_cache: dict[str, np.ndarray] = {}
+        self._normalized: dict[str, str] = {}  # term -> normalize(term): re-scoring must not re-normalise
         self._task_masks: dict[str, np.ndarray] = {}
         self.fault_counts: Counter[str] = Counter()
 
@@ -94,7 +105,7 @@ class RuleEngine:
     # -- leaf matches ---------------------------------------------------------------------------------------------
     def term_mask(self, field: str, term: str) -> np.ndarray:
         """(n,) bool: the normalised term occurs in the field. One C-speed scan of the joined text per term."""
-        term = normalize(term)
+        term = self._normalized.get(term) or self._normalized.setdefault(term, normalize(term))
         key = (field, term)
         mask = self._term_cache.get(key)
         if mask is None:
@@ -127,17 +138,17 @@ class RuleEngine:
         if cached is not None:
             return cached
         if isinstance(cond, AnyOf):
-            out = np.logical_or.reduce([self.term_mask(cond.field, t) for t in cond.any_of])
+            out = _fold(operator.or_, [self.term_mask(cond.field, t) for t in cond.any_of])
         elif isinstance(cond, AllOf):
-            out = np.logical_and.reduce([self.term_mask(cond.field, t) for t in cond.all_of])
+            out = _fold(operator.and_, [self.term_mask(cond.field, t) for t in cond.all_of])
         elif isinstance(cond, Regex):
             out = self.regex_mask(cond.field, cond.regex)
         elif isinstance(cond, Not):
             out = ~self.mask(cond.not_)
         elif isinstance(cond, And):
-            out = np.logical_and.reduce([self.mask(c) for c in cond.and_])
+            out = _fold(operator.and_, [self.mask(c) for c in cond.and_])
         elif isinstance(cond, Or):
-            out = np.logical_or.reduce([self.mask(c) for c in cond.or_])
+            out = _fold(operator.or_, [self.mask(c) for c in cond.or_])
         else:  # pragma: no cover - the Condition union is closed
             raise TypeError(f"not a condition: {type(cond).__name__}")
         self._cond_cache[key] = out
