@@ -7,10 +7,18 @@ RUNS ?= runs
 
 .PHONY: install demo test test-fast bench lint clean
 
+# llama.cpp's default build uses CPU features (AVX-512, AMX) some machines lack and crashes at the first token.
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON \
+	-DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF
+LLAMA_CPP := llama-cpp-python==0.3.36
+
 # The venv is rebuilt when pyproject.toml changes; torch==2.13.0 resolves to the CPU wheel on local disk.
+# llama-cpp-python compiles from source (about 4 minutes); built once per venv, before kdsl asks for it.
 $(VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip show llama-cpp-python >/dev/null 2>&1 || \
+		CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install -q --no-cache-dir "$(LLAMA_CPP)"
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@
 

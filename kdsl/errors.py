@@ -38,3 +38,7 @@ class ConfigError(KdslError, ValueError):
 
 class MemoryStoreError(KdslError, RuntimeError):
     """The rule memory cannot be opened, read or written (missing rule, busy lock, unreachable server...)."""
+
+
+class ModelError(KdslError, RuntimeError):
+    """A model pack or backend cannot be fetched, verified, converted or loaded. The message says what to do."""

@@ -3,6 +3,7 @@
 Heavy libraries (llama_cpp, transformers, torch, peft) load only when a backend is created.
 """
 
+from kdsl.errors import ModelError
 from kdsl.models.base import (
     BackendSpec,
     Generation,
@@ -17,7 +18,6 @@ from kdsl.models.base import (
     load_backend,
     register_backend,
 )
-from kdsl.models.errors import ModelError
 from kdsl.models.packs import PACKS, Pack, PackPart
 from kdsl.models.registry import (
     PackStatus,

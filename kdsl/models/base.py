@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, computed_field
 
-from kdsl.models.errors import ModelError
+from kdsl.errors import ModelError
 
 logger = logging.getLogger(__name__)
 

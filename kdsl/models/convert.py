@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from kdsl.models.errors import ModelError
+from kdsl.errors import ModelError
 
 logger = logging.getLogger(__name__)
 

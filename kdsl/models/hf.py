@@ -12,8 +12,8 @@ from typing import Any
 from pydantic import BaseModel
 
 from kdsl.config import Settings
+from kdsl.errors import ModelError
 from kdsl.models.base import Generation, Message, ModelBackend, ModelInfo, Prompt, ScoreParts
-from kdsl.models.errors import ModelError
 from kdsl.models.registry import ResolvedModel, resolve_hf
 
 logger = logging.getLogger(__name__)

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from kdsl.errors import ModelError
 from kdsl.models.base import Generation, Message
-from kdsl.models.errors import ModelError
 from kdsl.models.hf import HFBackend
 
 logger = logging.getLogger(__name__)

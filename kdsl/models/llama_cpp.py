@@ -15,8 +15,8 @@ import numpy as np
 from pydantic import BaseModel
 
 from kdsl.config import Settings
+from kdsl.errors import ModelError
 from kdsl.models.base import Generation, Message, ModelBackend, ModelInfo, Prompt, ScoreParts, schema_dict
-from kdsl.models.errors import ModelError
 from kdsl.models.registry import ResolvedModel, resolve_gguf
 
 logger = logging.getLogger(__name__)

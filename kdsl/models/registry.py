@@ -26,7 +26,7 @@ from filelock import FileLock
 from pydantic import BaseModel, ConfigDict, Field
 
 from kdsl.config import Settings
-from kdsl.models.errors import ModelError
+from kdsl.errors import ModelError
 from kdsl.models.packs import PACKS, Pack, PackPart
 
 logger = logging.getLogger(__name__)
