@@ -1,5 +1,9 @@
 """The agents: author (writes rules), verifier (scores them), decider and arbiter (decide together)."""
 
+from kdsl.agents.author import AuthorConfig, RuleAuthor, parse_edits
 from kdsl.agents.verifier import RuleVerdict, TaskVerdict, Verdict, Verifier, VerifierConfig, majority_fallback
 
-__all__ = ["RuleVerdict", "TaskVerdict", "Verdict", "Verifier", "VerifierConfig", "majority_fallback"]
+__all__ = [
+    "AuthorConfig", "RuleAuthor", "RuleVerdict", "TaskVerdict", "Verdict", "Verifier", "VerifierConfig",
+    "majority_fallback", "parse_edits",
+]
