@@ -1,0 +1,110 @@
+"""`kdsl discover`: run (or resume) a rule discovery session with a live progress display."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.live import Live
+from rich.table import Table
+
+from kdsl.cli._edge import console, friendly_errors
+from kdsl.config import Settings
+
+app = typer.Typer(help="Discover rules: search, verify, commit to memory, evaluate on the sealed test split.")
+
+
+def _progress_table(p: Any, started: float) -> Table:
+    t = Table.grid(padding=(0, 2))
+    step = p.step
+    t.add_row("iteration", str(step.iteration), "best reward", f"{step.best_reward:.4f}",
+              "rules", str(len(p.best_rules)), "tokens", str(step.tokens),
+              "elapsed", f"{time.perf_counter() - started:.1f}s")
+    return t
+
+
+def _review(payload: dict[str, Any]) -> list[str]:
+    kept = []
+    for r in payload["rules"]:
+        console.print(f"[bold]{r['id']}[/bold] -> {r['label']}: {r['condition']}  "
+                      f"(precision {r['precision']:.2f} on {r['support']})", highlight=False)
+        if typer.confirm("keep this rule?", default=True):
+            kept.append(r["id"])
+    return kept
+
+
+def _print_outcome(outcome: Any) -> None:
+    if outcome.paused:
+        console.print(f"session {outcome.session_id} waits for review; run `kdsl discover --resume "
+                      f"{outcome.session_id} --review`", highlight=False)
+        return
+    report = outcome.report
+    console.print(f"session [bold]{outcome.session_id}[/bold] -> {outcome.session_dir}", highlight=False)
+    rules = Table(title=f"accepted rules ({len(report['accepted_rules'])})")
+    for col in ("id", "label", "condition", "support", "precision"):
+        rules.add_column(col)
+    for r in report["accepted_rules"]:
+        rules.add_row(r["id"], r["label"], r["condition"], str(r["support"]), f"{r['precision']:.2f}")
+    console.print(rules)
+    test = report["test"]
+    table = Table(title=f"test split ({test['n']} samples)")
+    for col in ("predictor", "coverage", "accuracy", "weighted F1", "macro F1"):
+        table.add_column(col)
+    for name, key in (("rules alone", "rules"), (f"{test['fallback_name']} alone", "fallback"),
+                      ("rules + fallback", "rules_with_fallback")):
+        s = test[key]
+        table.add_row(name, f"{s['coverage']:.3f}", f"{s['accuracy']:.3f}", f"{s['weighted_f1']:.3f}",
+                      f"{s['macro_f1']:.3f}")
+    console.print(table)
+    b = test["bootstrap"]
+    console.print(f"weighted F1 with rules - without: {b['delta']:+.4f} (95% CI {b['low']:+.4f} .. {b['high']:+.4f})",
+                  highlight=False)
+
+
+@app.command()
+@friendly_errors
+def discover(
+    data: Annotated[Path | None, typer.Option(help="Dataset path.")] = None,
+    task: Annotated[str | None, typer.Option(help="Task to discover rules for, e.g. dialogue_intent.")] = None,
+    author: Annotated[str, typer.Option(help="'backend:model' or 'ngram' (model-free).")] = "ngram",
+    strategy: Annotated[str, typer.Option(help="mcts, greedy or random.")] = "mcts",
+    iterations: Annotated[int, typer.Option(help="Search iterations.")] = 50,
+    budget_seconds: Annotated[float | None, typer.Option(help="Search wall-clock budget.")] = None,
+    budget_tokens: Annotated[int | None, typer.Option(help="Author token budget.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the split and the search.")] = 0,
+    review: Annotated[bool, typer.Option("--review", help="Keep or drop each accepted rule by hand.")] = False,
+    no_images: Annotated[bool, typer.Option("--no-images", help="Dialogue text only (no OCR, visual labels).")]
+    = False,
+    min_support: Annotated[int, typer.Option(help="Verify: least support.")] = 3,
+    min_precision_lower: Annotated[float, typer.Option(help="Verify: least precision lower bound.")] = 0.5,
+    min_precision: Annotated[float, typer.Option(help="Verify: least precision.")] = 0.9,
+    resume: Annotated[str | None, typer.Option(help="Continue session ID from its last checkpoint.")] = None,
+) -> None:
+    """Run a discovery session: prepare, search, verify, (review), commit, evaluate, report.
+
+    Example: kdsl discover --data ../shared/data/www2025-mdsirc --task dialogue_intent --iterations 100
+    """
+    from kdsl.graph import SessionConfig, resume_session, run_session
+
+    settings = Settings()
+    started = time.perf_counter()
+    with Live(console=console, refresh_per_second=4, transient=True) as live:
+        def show(progress: Any) -> None:
+            live.update(_progress_table(progress, started))
+
+        review_fn = _review if review else None
+        if resume is not None:
+            live.update(f"resuming session {resume} ...")
+            outcome = resume_session(resume, settings, on_iteration=show, review_fn=review_fn)
+        else:
+            if data is None or task is None:
+                raise typer.BadParameter("--data and --task are needed (or --resume ID)")
+            config = SessionConfig(data=data, task=task, author=author, strategy=strategy, iterations=iterations,
+                                   budget_seconds=budget_seconds, budget_tokens=budget_tokens, seed=seed,
+                                   review=review, images=not no_images, min_support=min_support,
+                                   min_precision_lower=min_precision_lower, min_precision=min_precision)
+            live.update("preparing (load, split, featurize) ...")
+            outcome = run_session(config, settings, on_iteration=show, review_fn=review_fn)
+    _print_outcome(outcome)

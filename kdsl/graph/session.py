@@ -1,0 +1,200 @@
+"""A discovery session as a LangGraph StateGraph with a SQLite checkpointer per session.
+
+prepare -> discover -> verify -> [review] -> commit -> evaluate -> report. Each session lives in
+`<KDSL_HOME>/sessions/<id>/`: config.json, split.json, features.jsonl, rules.json (best so far), verdict.json,
+evaluation.json, report.json, events.jsonl and checkpoints.sqlite.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+from langgraph.checkpoint.sqlite import SqliteSaver
+from langgraph.graph import END, START, StateGraph
+from langgraph.types import Command
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from kdsl import __version__
+from kdsl.config import Settings
+from kdsl.errors import ConfigError
+from kdsl.graph.nodes import REPORT, ProgressHook, SessionNodes, read_json, write_json
+from kdsl.graph.state import SessionState
+
+logger = logging.getLogger(__name__)
+
+CONFIG, CHECKPOINTS = "config.json", "checkpoints.sqlite"
+ReviewFn = Callable[[dict[str, Any]], list[str]]  # the interrupt's payload -> the rule ids kept
+
+
+class SessionConfig(BaseModel):
+    """What a discovery session does. Saved in the session folder's config.json."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    data: Path = Field(description="Dataset path (any format `kdsl data` reads).")
+    task: str = Field(min_length=1, description="Task whose rules are discovered, e.g. dialogue_intent.")
+    author: str = Field("ngram", description="'backend:model' (e.g. llama_cpp:qwen2.5-coder-0.5b-instruct), or "
+                        "'ngram' for the model-free proposer.")
+    strategy: Literal["mcts", "greedy", "random"] = Field("mcts", description="Search strategy.")
+    iterations: int = Field(50, ge=1, description="Search iterations.")
+    budget_seconds: float | None = Field(None, gt=0, description="Wall-clock budget of the search.")
+    budget_tokens: int | None = Field(None, ge=1, description="Author token budget of the search.")
+    k: int = Field(4, ge=1, le=32, description="Edits asked of the author per call.")
+    seed: int = Field(0, ge=0, description="Seeds the split and the search.")
+    review: bool = Field(False, description="Pause after verification for a person to keep or drop each rule.")
+    images: bool = Field(True, description="OCR and visual labels as features (False: dialogue text only).")
+    language: str = Field("zh", description="Language of the author's instructions ('zh' for MDSIRC).")
+    author_max_tokens: int = Field(512, ge=16, description="Reply budget of one author call.")
+    min_support: int = Field(3, ge=1, description="Verify: a rule must fire on at least this many samples.")
+    min_precision_lower: float = Field(0.5, ge=0, le=1, description="Verify: least Wilson lower bound of precision.")
+    min_precision: float = Field(0.9, ge=0, le=1, description="Verify: least empirical precision on verify.")
+    memory: Path | None = Field(None, description="Rule memory folder (default: KDSL_HOME/memory).")
+
+    @field_validator("author")
+    @classmethod
+    def _author(cls, v: str) -> str:
+        if v != "ngram" and ":" not in v:
+            raise ValueError(f"author must be 'ngram' or 'backend:model', got {v!r}")
+        return v
+
+
+class SessionOutcome(BaseModel):
+    """Where a run or a resume left the session: finished, or paused for review."""
+
+    model_config = ConfigDict(frozen=True)
+
+    session_id: str
+    session_dir: Path
+    paused: bool = Field(description="Waiting for a review (resume it with a review function).")
+    state: dict[str, Any]
+
+    @property
+    def report(self) -> dict[str, Any]:
+        return read_json(self.session_dir / REPORT)
+
+
+def route_review(config: SessionConfig) -> Callable[[SessionState], str]:
+    """After verify: to review when the session asks for one and has rules to show, else straight to commit."""
+
+    def route_after_verify(state: SessionState) -> str:
+        return "review" if config.review and state.get("accepted") else "commit"
+
+    return route_after_verify
+
+
+def build_session_graph(
+    config: SessionConfig,
+    settings: Settings | None = None,
+    checkpointer: Any = None,
+    *,
+    on_iteration: ProgressHook | None = None,
+) -> Any:
+    """The compiled session graph. `on_iteration` sees the search's progress (for a display)."""
+    nodes = SessionNodes(config, settings or Settings(), on_iteration=on_iteration)
+    graph = StateGraph(SessionState)
+    for name in ("prepare", "discover", "verify", "review", "commit", "evaluate", "report"):
+        graph.add_node(name, nodes.traced(name, getattr(nodes, name)))
+    graph.add_edge(START, "prepare")
+    graph.add_edge("prepare", "discover")
+    graph.add_edge("discover", "verify")
+    graph.add_conditional_edges("verify", route_review(config), {"review": "review", "commit": "commit"})
+    graph.add_edge("review", "commit")
+    graph.add_edge("commit", "evaluate")
+    graph.add_edge("evaluate", "report")
+    graph.add_edge("report", END)
+    return graph.compile(checkpointer=checkpointer)
+
+
+@contextmanager
+def sqlite_checkpointer(path: str | Path) -> Iterator[SqliteSaver]:
+    """A SQLite checkpointer on one file, closed on exit."""
+    conn = sqlite3.connect(str(path), check_same_thread=False)
+    try:
+        yield SqliteSaver(conn)
+    finally:
+        conn.close()
+
+
+def new_session_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
+
+
+def run_session(
+    config: SessionConfig,
+    settings: Settings | None = None,
+    *,
+    session_id: str | None = None,
+    on_iteration: ProgressHook | None = None,
+    review_fn: ReviewFn | None = None,
+) -> SessionOutcome:
+    """Start a session and run it to the end (or to a review with no `review_fn`)."""
+    settings = settings or Settings()
+    session_id = session_id or new_session_id()
+    folder = settings.sessions_dir / session_id
+    if (folder / CONFIG).exists():
+        raise ConfigError(f"session {session_id} exists already; continue it with `kdsl discover --resume "
+                          f"{session_id}`")
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(folder / CONFIG, {"session_id": session_id, "kdsl_version": __version__, "created": time.time(),
+                                 "config": config.model_dump(mode="json")})
+    return _drive(config, settings, session_id, on_iteration, review_fn)
+
+
+def load_session_config(session_id: str, settings: Settings | None = None) -> SessionConfig:
+    settings = settings or Settings()
+    path = settings.sessions_dir / session_id / CONFIG
+    if not path.exists():
+        raise ConfigError(f"no session {session_id!r} under {settings.sessions_dir}")
+    return SessionConfig.model_validate(read_json(path)["config"])
+
+
+def resume_session(
+    session_id: str,
+    settings: Settings | None = None,
+    *,
+    on_iteration: ProgressHook | None = None,
+    review_fn: ReviewFn | None = None,
+) -> SessionOutcome:
+    """Continue a session from its last checkpoint (after a crash, a kill, or a review pause)."""
+    settings = settings or Settings()
+    return _drive(load_session_config(session_id, settings), settings, session_id, on_iteration, review_fn)
+
+
+def _drive(config: SessionConfig, settings: Settings, session_id: str, on_iteration: ProgressHook | None,
+           review_fn: ReviewFn | None) -> SessionOutcome:
+    folder = settings.sessions_dir / session_id
+    thread = {"configurable": {"thread_id": session_id}}
+    with sqlite_checkpointer(folder / CHECKPOINTS) as saver:
+        graph = build_session_graph(config, settings, saver, on_iteration=on_iteration)
+        snapshot = graph.get_state(thread)
+        if not snapshot.values:
+            first: Any = {"session_id": session_id, "session_dir": str(folder), "task": config.task}
+        elif not snapshot.next:
+            return SessionOutcome(session_id=session_id, session_dir=folder, paused=False,
+                                  state=dict(snapshot.values))
+        else:
+            logger.info("session %s: resuming at %s", session_id, ", ".join(snapshot.next))
+            first = None
+        result = graph.invoke(first, thread)
+        while "__interrupt__" in result:
+            if review_fn is None:
+                return SessionOutcome(session_id=session_id, session_dir=folder, paused=True,
+                                      state={k: v for k, v in result.items() if k != "__interrupt__"})
+            payload = result["__interrupt__"][0].value
+            result = graph.invoke(Command(resume=review_fn(payload)), thread)
+        return SessionOutcome(session_id=session_id, session_dir=folder, paused=False, state=dict(result))
+
+
+def session_summary(session_id: str, settings: Settings | None = None) -> dict[str, Any]:
+    """The session's report.json, or its config while it has none."""
+    folder = (settings or Settings()).sessions_dir / session_id
+    path = folder / REPORT
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else read_json(folder / CONFIG)
