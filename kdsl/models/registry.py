@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from kdsl.config import Settings
 from kdsl.errors import ModelError
 from kdsl.models.packs import PACKS, Pack, PackPart
+from kdsl.tools.cache import sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -169,16 +170,6 @@ def verify(name: str | Pack, settings: Settings | None = None) -> VerifyReport:
     )
     return VerifyReport(name=name, pulled=True, ok=ok, expected_sha256=pack.sha256, actual_sha256=actual, path=path,
                         size=path.stat().st_size, converted=converted, message=message)
-
-
-def sha256_file(path: Path, progress: Callable[[int], None] | None = None) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-            if progress:
-                progress(len(chunk))
-    return digest.hexdigest()
 
 
 # --- pull -----------------------------------------------------------------------------------------------------
