@@ -7,7 +7,7 @@ import logging
 import typer
 
 from kdsl import __version__
-from kdsl.cli import data_cmd, discover_cmd, features_cmd, models_cmd, rules_cmd
+from kdsl.cli import data_cmd, discover_cmd, features_cmd, models_cmd, rules_cmd, sessions_cmd
 
 app = typer.Typer(
     name="kdsl",
@@ -20,6 +20,8 @@ app.add_typer(features_cmd.app, name="features")
 app.add_typer(rules_cmd.app, name="rules")
 app.add_typer(models_cmd.app, name="models")
 app.add_typer(discover_cmd.app)  # one command: `kdsl discover`
+app.add_typer(sessions_cmd.sessions_app, name="sessions")
+app.add_typer(sessions_cmd.trace_app, name="trace")
 
 
 def _version(value: bool) -> None:
