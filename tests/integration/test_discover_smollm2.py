@@ -1,0 +1,46 @@
+"""A full short discovery session with a real language model author (SmolLM2 through llama.cpp) on real dialogues."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from kdsl.config import Settings
+from kdsl.graph import SessionConfig, run_session
+from kdsl.models import pull
+
+pytestmark = pytest.mark.slow
+
+
+def test_session_with_the_smollm2_author(mdsirc_path, tmp_path):
+    settings = Settings(home=tmp_path)
+    pull("smollm2-135m-instruct", settings, progress=False)
+    config = SessionConfig(data=mdsirc_path, task="dialogue_intent", author="llama_cpp:smollm2-135m-instruct",
+                           iterations=2, k=2, author_max_tokens=400, images=False, seed=0)
+    outcome = run_session(config, settings)
+
+    folder = outcome.session_dir
+    report = json.loads((folder / "report.json").read_text(encoding="utf-8"))
+    assert report["config"]["author"] == "llama_cpp:smollm2-135m-instruct"
+    assert report["search"]["iterations"] >= 1 and report["search"]["tokens"] > 0
+    assert report["search"]["best_reward"] >= report["search"]["initial_reward"]
+    events = [json.loads(line) for line in (folder / "events.jsonl").read_text(encoding="utf-8").splitlines()]
+    author_calls = [e for e in events if e["agent"] == "author"]
+    assert author_calls and all(e["model"] and e["prompt_tokens"] > 100 for e in author_calls)
+    search = json.loads((folder / "search.json").read_text(encoding="utf-8"))
+    assert search["totals"]["calls"] == len(author_calls)
+    assert search["totals"]["edits"] >= 1  # the model's JSON became valid rule edits the search applied
+    labels = set(json.loads((folder / "gold.json").read_text(encoding="utf-8"))["labels"])
+    assert len(labels) == 23
+    for node in search["nodes"][1:]:  # edit keys read "op|target|task|label|condition"
+        op, _, task, label = node["edit_key"].split("|")[:4]
+        assert op in ("add", "refine", "drop")
+        if op != "drop":
+            assert task == "dialogue_intent" and label in labels
+    verdict = json.loads((folder / "verdict.json").read_text(encoding="utf-8"))
+    for rule in verdict["rules"]:  # whatever the small model wrote, only rules meeting the real thresholds pass
+        if rule["accepted"]:
+            s = rule["stats"]
+            assert s["support"] >= 3 and s["precision_lower"] >= 0.5 and s["precision"] >= 0.9
+    assert report["test"]["n"] == 38
