@@ -113,7 +113,11 @@ def test_sigkill_in_the_search_then_resume(home, tmp_path):
     assert final["finished"] and final["iterations"] > killed_at["iterations"]
     assert final["best_reward"] >= killed_at["best_reward"]
     report = outcome.report
-    assert report["accepted_rules"] and report["search"]["iterations"] == final["iterations"]
+    # How many rules pass verify depends on how far a wall-clock-bounded search got, so it is not asserted here;
+    # what must hold is that the resumed search is the one reported and every accepted rule was committed.
+    assert report["search"]["iterations"] == final["iterations"]
+    assert {a["id"] for a in report["accepted_rules"]} <= set(outcome.state["committed"]) | {
+        r.id for r in _accepted_in_memory(home)}
 
     # Resuming a finished session changes nothing; the memory holds each accepted rule once.
     again = resume_session(folder.name, home)
