@@ -7,7 +7,19 @@ import logging
 import typer
 
 from kdsl import __version__
-from kdsl.cli import data_cmd, discover_cmd, features_cmd, models_cmd, rules_cmd, sessions_cmd
+from kdsl.cli import (
+    data_cmd,
+    discover_cmd,
+    eval_cmd,
+    features_cmd,
+    models_cmd,
+    report_cmd,
+    rules_cmd,
+    seesaw_cmd,
+    serve_cmd,
+    sessions_cmd,
+    train_cmd,
+)
 
 app = typer.Typer(
     name="kdsl",
@@ -22,6 +34,11 @@ app.add_typer(models_cmd.app, name="models")
 app.add_typer(discover_cmd.app)  # one command: `kdsl discover`
 app.add_typer(sessions_cmd.sessions_app, name="sessions")
 app.add_typer(sessions_cmd.trace_app, name="trace")
+app.add_typer(report_cmd.app)  # one command: `kdsl report`
+app.add_typer(train_cmd.app)  # `kdsl train`
+app.add_typer(eval_cmd.app)  # `kdsl eval`
+app.add_typer(seesaw_cmd.app)  # `kdsl seesaw`
+app.add_typer(serve_cmd.app)  # `kdsl serve`, `kdsl predict`
 
 
 def _version(value: bool) -> None:

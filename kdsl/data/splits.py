@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections import defaultdict
 from pathlib import Path
 from typing import Literal
@@ -104,12 +105,16 @@ def _allocate(n: int, fractions: list[float]) -> list[int]:
 
 
 def split_dataset(dataset: Dataset, config: SplitConfig | None = None) -> Split:
-    """Stratify by (task, label), shuffle each stratum with the seed, cut it by the fractions."""
+    """Stratify by (task, label), shuffle each stratum with its own seeded generator, cut it by the fractions."""
     config = config or SplitConfig()
-    rng = np.random.default_rng(config.seed)
     parts: dict[str, list[str]] = {p: [] for p in PARTS}
     fractions = [config.search, config.verify, config.test]
-    for ids in _strata(dataset).values():
+    for (task, label), ids in _strata(dataset).items():
+        # One generator per stratum, seeded by the seed and the stratum's name: a task's split is the same whether
+        # it is split alone or with other tasks, so rules found on one task's search split never see the test
+        # samples of a joint split.
+        key = int.from_bytes(hashlib.sha256(f"{task}\t{label}".encode()).digest()[:8], "little")
+        rng = np.random.default_rng([config.seed, key])
         order = [ids[i] for i in rng.permutation(len(ids))]
         start = 0
         for part, count in zip(PARTS, _allocate(len(order), fractions), strict=True):

@@ -138,7 +138,8 @@ class SessionNodes:
         if spec == "ngram":
             from kdsl.search import NgramProposer
 
-            return NgramProposer()
+            # OCR text is most of what an image-scene sample has; the dialogue is most of a dialogue sample.
+            return NgramProposer(fields=("user_text", "image_text") if self.config.images else ("user_text",))
         from kdsl.agents.author import AuthorConfig, RuleAuthor
         from kdsl.models import load_backend
 

@@ -1,0 +1,46 @@
+"""`kdsl report`: one self-contained HTML page about a discovery session."""
+
+from __future__ import annotations
+
+import webbrowser
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from kdsl.cli._edge import console, err_console, friendly_errors
+from kdsl.config import Settings
+
+app = typer.Typer(help="Write a session's HTML report.")
+
+
+@app.command("report")
+@friendly_errors
+def report(
+    session_id: Annotated[str, typer.Argument(help="Session id (see `kdsl sessions list`).")],
+    out: Annotated[Path | None, typer.Option("--out", help="Where to write (default: the session folder's "
+                                                         "report.html).")] = None,
+    open_: Annotated[bool, typer.Option("--open", help="Open the page in a web browser.")] = False,
+) -> None:
+    """One HTML page about a session: settings, scores with confidence intervals, the search tree with the best
+    path, the rules with their statistics and verdicts, per-class F1, confusion matrix, costs and timeline. Inline
+    CSS and SVG, no script, nothing fetched: it opens anywhere, offline.
+
+    Example: kdsl report 20261124-063259-534809 --out session.html --open
+    """
+    from kdsl.graph.catalog import session_trace  # langgraph loads only here
+    from kdsl.traces.report import write_report
+
+    settings = Settings()
+    try:
+        if Path(session_id).name != session_id:  # a path, not an id: never read outside the sessions folder
+            raise KeyError(f"no session {session_id!r} under {settings.sessions_dir}; see `kdsl sessions list`")
+        session_trace(session_id, settings)
+    except KeyError as e:
+        err_console.print(f"[red]error:[/red] {e.args[0]}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    path = write_report(settings.sessions_dir / session_id, out)
+    console.print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KiB)", highlight=False, soft_wrap=True)
+    if open_ and not webbrowser.open(path.resolve().as_uri()):
+        console.print(f"no web browser found here; open {path.resolve().as_uri()} yourself", highlight=False,
+                      soft_wrap=True)

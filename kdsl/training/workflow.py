@@ -1,0 +1,190 @@
+"""The decider's workflow around a folder under KDSL_HOME/deciders: prepare data, train, calibrate, evaluate.
+
+A decider folder holds everything needed to evaluate or serve it later without retraining: the card
+(base model, prompt, label spaces, training record, where the data came from), the peft adapter, the split it was
+trained on, its calibration and a cache of label scores.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict
+
+from kdsl.agents.arbiter import Arbiter, ArbiterConfig
+from kdsl.agents.decider import Calibration, Decider, DeciderCard
+from kdsl.agents.evaluation import EvaluationReport, evaluate, fit_arbiters, search_fallback, with_verify_stats
+from kdsl.config import Settings
+from kdsl.data import Dataset, Split, SplitConfig, load_dataset, split_dataset
+from kdsl.errors import ConfigError
+from kdsl.rules import RuleSet
+from kdsl.tools.features import FeatureTable
+from kdsl.training.config import TrainConfig
+from kdsl.training.lora import StepHook, TrainResult, train_decider
+
+logger = logging.getLogger(__name__)
+
+SPLIT_FILE, COLLABORATION_FILE = "split.json", "collaboration.json"
+Progress = Callable[[int], None]
+
+
+def deciders_dir(settings: Settings) -> Path:
+    return settings.home / "deciders"
+
+
+def decider_folder(name_or_path: str | Path, settings: Settings) -> Path:
+    """A decider's folder from its name (under KDSL_HOME/deciders) or a path; ConfigError lists what exists."""
+    path = Path(name_or_path)
+    if (path / "decider.json").is_file():
+        return path
+    folder = deciders_dir(settings) / str(name_or_path)
+    if (folder / "decider.json").is_file():
+        return folder
+    known = sorted(p.name for p in deciders_dir(settings).glob("*") if (p / "decider.json").is_file())
+    raise ConfigError(f"no decider {str(name_or_path)!r} (looked in {deciders_dir(settings)}); "
+                      f"known: {', '.join(known) or 'none yet, train one with `kdsl train`'}")
+
+
+class ArbiterState(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    config: ArbiterConfig
+    weights: dict[str, float] = {}
+
+
+class PreparedData(BaseModel):
+    """A dataset, its split and its features, for the tasks at hand."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    dataset: Dataset
+    split: Split
+    features: FeatureTable
+
+    def part(self, name: str) -> Dataset:
+        return self.dataset.subset(list(self.split.ids(name)))  # type: ignore[arg-type]
+
+
+def build_features(dataset: Dataset, settings: Settings, images: bool = True, progress: bool = True) -> FeatureTable:
+    from kdsl.tools.pipeline import default_builder
+
+    return default_builder(settings, images=images, progress=progress).build(dataset.samples)
+
+
+def prepare(
+    data: str | Path, settings: Settings, *, tasks: Sequence[str] | None = None, split_path: Path | None = None,
+    seed: int = 0, images: bool = True, progress: bool = True,
+) -> PreparedData:
+    """Load `data` (only `tasks`), split it (or check the given split against it) and build its features."""
+    dataset = load_dataset(data)
+    if tasks:
+        unknown = [t for t in tasks if t not in dataset.label_spaces]
+        if unknown:
+            raise ConfigError(f"{data}: no task {unknown[0]!r}; tasks: {', '.join(dataset.tasks)}")
+        keep = [s.id for s in dataset.samples if s.task in tasks]
+        dataset = Dataset(name=dataset.name, samples=tuple(dataset.get(i) for i in keep),
+                          label_spaces={t: dataset.label_spaces[t] for t in tasks}, source=dataset.source)
+    if split_path is not None:
+        full = Split.load(split_path)
+        wanted = {s.id for s in dataset.samples}
+        split = full.model_copy(update={p: tuple(i for i in full.ids(p) if i in wanted)  # type: ignore[arg-type]
+                                        for p in ("search", "verify", "test")})
+    else:
+        # Per-stratum seeding makes this split of the chosen tasks equal to their part of a split of all tasks.
+        split = split_dataset(dataset, SplitConfig(seed=seed))
+    return PreparedData(dataset=dataset, split=split, features=build_features(dataset, settings, images, progress))
+
+
+def train_and_calibrate(
+    prepared: PreparedData, folder: Path, config: TrainConfig, settings: Settings, *, name: str | None = None,
+    data_path: str | Path | None = None, images: bool = True, on_step: StepHook | None = None,
+    progress: Progress | None = None,
+) -> tuple[TrainResult, Calibration]:
+    """Train on the search split, keep the split in the folder, fit temperatures on verify."""
+    result = train_decider(prepared.part("search"), prepared.features, folder, config, settings=settings, name=name,
+                           on_step=on_step)
+    prepared.split.save(folder / SPLIT_FILE)
+    card = DeciderCard.load(folder)
+    card.model_copy(update={"training": {**card.training, "data_path": str(data_path or prepared.dataset.source),
+                                         "images": images, "tasks": list(prepared.dataset.tasks)}}).save(folder)
+    decider = Decider.load(folder, settings)
+    calibration = decider.calibrate(prepared.part("verify"), prepared.features, progress)
+    return result, calibration
+
+
+def load_trained(folder: Path, settings: Settings, *, progress: bool = True) -> tuple[Decider, PreparedData]:
+    """A trained decider and the data it was trained on (same split, features rebuilt from the cache)."""
+    card = DeciderCard.load(folder)
+    data_path = card.training.get("data_path")
+    if not data_path:
+        raise ConfigError(f"{folder}: the card does not say which data trained it; retrain with `kdsl train`")
+    prepared = prepare(data_path, settings, tasks=list(card.tasks), split_path=folder / SPLIT_FILE,
+                       images=bool(card.training.get("images", True)), progress=progress)
+    return Decider.load(folder, settings), prepared
+
+
+class Collaboration(BaseModel):
+    """What prediction needs besides the decider: the rules with their verify statistics and each policy's arbiter
+    settings (the stacked weights fitted on verify). Written next to the decider by `kdsl eval`."""
+
+    model_config = ConfigDict(frozen=True)
+
+    rules: RuleSet
+    arbiters: dict[str, ArbiterState]
+
+    def arbiter(self, policy: str) -> Arbiter:
+        key = policy if policy.startswith("together:") else f"together:{policy}"
+        if key not in self.arbiters:
+            raise ConfigError(f"no arbiter for policy {policy!r}; known: {', '.join(self.arbiters)}")
+        state = self.arbiters[key]
+        return Arbiter(state.config, state.weights)
+
+    def save(self, folder: Path) -> Path:
+        path = folder / COLLABORATION_FILE
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(self.model_dump_json(indent=1), encoding="utf-8")
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, folder: Path) -> Collaboration | None:
+        path = folder / COLLABORATION_FILE
+        return cls.model_validate_json(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def fit_collaboration(decider: Decider, prepared: PreparedData, rules: RuleSet,
+                      progress: Progress | None = None) -> Collaboration:
+    """Measure the rules on verify and fit the arbiters there (calibrating the decider first if needed)."""
+    if not decider.calibration.temperatures:
+        decider.calibrate(prepared.part("verify"), prepared.features, progress)
+    rules = RuleSet(rules=tuple(r for r in rules.rules if r.task in decider.card.tasks))
+    rules = with_verify_stats(rules, prepared.part("verify"), prepared.features)
+    arbiters = fit_arbiters(prepared.part("verify"), prepared.features, decider, rules, progress=progress)
+    return Collaboration(rules=rules, arbiters={k: ArbiterState(config=a.config, weights=a.weights)
+                                                for k, a in arbiters.items()})
+
+
+def evaluate_decider(
+    decider: Decider, prepared: PreparedData, rules: RuleSet, *, test: Dataset | None = None,
+    test_features: FeatureTable | None = None, progress: Progress | None = None,
+) -> EvaluationReport:
+    """Evaluate on the sealed test split, or on `test` (a user's labeled file) when given.
+
+    The rules and arbiters fitted on verify are kept in the decider folder (`collaboration.json`) for serving.
+    """
+    collaboration = fit_collaboration(decider, prepared, rules, progress)
+    if decider.folder is not None:
+        collaboration.save(decider.folder)
+    rules = collaboration.rules
+    arbiters = {k: collaboration.arbiter(k) for k in collaboration.arbiters}
+    if test is None:
+        target, features, part = prepared.part("test"), prepared.features, "test"
+    else:
+        if test_features is None:
+            raise ValueError("test_features are needed with a test dataset")
+        target, features, part = test, test_features, test.source or test.name
+    return evaluate(target, features, decider, rules, arbiters, search_fallback(prepared.part("search")),
+                    part=part, progress=progress)
