@@ -44,6 +44,7 @@ def eval_(
     = None,
     out: Annotated[Path | None, typer.Option(help="Folder for evaluation.json and evaluation.md.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the JSON report.")] = False,
+    threads: Annotated[int | None, typer.Option(help="torch CPU threads (1 is faster on a busy machine).")] = None,
 ) -> None:
     """Score the decider alone, the rules alone and both together under each arbiter policy.
 
@@ -57,7 +58,7 @@ def eval_(
     settings = Settings()
     folder = decider_folder(decider, settings)
     console.print("loading the decider and its data ...")
-    model, prepared = load_trained(folder, settings, progress=not as_json)
+    model, prepared = load_trained(folder, settings, progress=not as_json, threads=threads)
     rule_set, source = load_rules(rules, list(model.card.tasks), settings, use_memory=not no_memory)
     if not rule_set.rules:
         err_console.print("[yellow]note:[/yellow] no rules given and none accepted in the rule memory: "

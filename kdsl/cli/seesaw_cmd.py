@@ -28,6 +28,7 @@ def seesaw(
     rules: Annotated[list[Path] | None, typer.Option(help="Rules JSON file(s); default: accepted rules in memory.")]
     = None,
     no_images: Annotated[bool, typer.Option("--no-images", help="Dialogue text only.")] = False,
+    threads: Annotated[int | None, typer.Option(help="torch CPU threads (1 is faster on a busy machine).")] = None,
     out: Annotated[Path | None, typer.Option(help="Write the report JSON here.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the JSON report.")] = False,
 ) -> None:
@@ -41,7 +42,7 @@ def seesaw(
 
     settings = Settings()
     ensure_pack(model, settings)
-    config = TrainConfig(base_model=model, epochs=epochs, seed=seed)
+    config = TrainConfig(base_model=model, epochs=epochs, seed=seed, threads=threads)
     tasks = ["dialogue_intent", "image_scene"]
     rule_set, source = load_rules(rules, tasks, settings, use_memory=True)
     with progress_bar() as bar:

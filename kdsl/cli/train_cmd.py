@@ -57,7 +57,8 @@ def train(
     seed: Annotated[int, typer.Option(help="Seed of the split, the shuffling and the augmentation.")] = 0,
     no_images: Annotated[bool, typer.Option("--no-images", help="Dialogue text only (no OCR / visual labels).")]
     = False,
-    threads: Annotated[int | None, typer.Option(help="torch CPU threads.")] = None,
+    threads: Annotated[int | None, typer.Option(help="torch CPU threads; 1 is much faster when other jobs share "
+                                                     "the cores.")] = None,
 ) -> None:
     """Train a decider, then fit its per-task temperature on the verify split.
 

@@ -49,14 +49,16 @@ class SeesawReport(BaseModel):
 
 def _find_trained(settings: Settings, config: TrainConfig, fingerprint: str, tasks: list[str]) -> Path | None:
     """A decider folder trained with exactly this config on this data and these tasks, if one exists."""
-    wanted = config.model_dump(mode="json")
+    # Threads change speed, not what is learned: a decider trained with another thread count is the same decider.
+    wanted = config.model_dump(mode="json", exclude={"threads"})
     for card_path in sorted(deciders_dir(settings).glob("*/decider.json")):
         try:
             card = DeciderCard.model_validate_json(card_path.read_text(encoding="utf-8"))
         except ValueError:
             continue
         t = card.training
-        if (t.get("config") == wanted and t.get("fingerprint") == fingerprint and sorted(card.tasks) == sorted(tasks)
+        trained = {k: v for k, v in (t.get("config") or {}).items() if k != "threads"}
+        if (trained == wanted and t.get("fingerprint") == fingerprint and sorted(card.tasks) == sorted(tasks)
                 and (card_path.parent / "calibration.json").is_file() and (card_path.parent / "split.json").is_file()):
             return card_path.parent
     return None

@@ -115,7 +115,8 @@ def train_and_calibrate(
     return result, calibration
 
 
-def load_trained(folder: Path, settings: Settings, *, progress: bool = True) -> tuple[Decider, PreparedData]:
+def load_trained(folder: Path, settings: Settings, *, progress: bool = True,
+                 threads: int | None = None) -> tuple[Decider, PreparedData]:
     """A trained decider and the data it was trained on (same split, features rebuilt from the cache)."""
     card = DeciderCard.load(folder)
     data_path = card.training.get("data_path")
@@ -123,7 +124,7 @@ def load_trained(folder: Path, settings: Settings, *, progress: bool = True) -> 
         raise ConfigError(f"{folder}: the card does not say which data trained it; retrain with `kdsl train`")
     prepared = prepare(data_path, settings, tasks=list(card.tasks), split_path=folder / SPLIT_FILE,
                        images=bool(card.training.get("images", True)), progress=progress)
-    return Decider.load(folder, settings), prepared
+    return Decider.load(folder, settings, **({"threads": threads} if threads else {})), prepared
 
 
 class Collaboration(BaseModel):

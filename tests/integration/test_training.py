@@ -61,17 +61,19 @@ def zero_shot(folder: Path, ds: Dataset) -> Path:
 
 
 def test_lora_lowers_the_loss_and_changes_predictions(settings, small, tmp_path):
+    labels = small.label_spaces[TASK]
+    small = small.subset([i for lab in labels for i in [s.id for s in small.samples if s.label == lab][:4]])
     feats = features_of(small)
-    config = TrainConfig(base_model=SMOLLM2, epochs=3, learning_rate=2e-3, batch_size=4, layers_fraction=1.0,
+    config = TrainConfig(base_model=SMOLLM2, epochs=4, learning_rate=2e-3, batch_size=4, layers_fraction=1.0,
                          augment_p=0.0, seed=0)
     result = train_decider(small, feats, tmp_path / "trained", config, settings=settings)
-    assert result.steps == 18 and result.samples_seen == 72
+    assert result.steps == 12 and result.samples_seen == 48
     first, last = np.mean(result.losses[:3]), np.mean(result.losses[-3:])
     assert last < first * 0.5, result.losses
     adapter = tmp_path / "trained" / "adapter"
     assert (adapter / "adapter_config.json").is_file() and (adapter / "adapter_model.safetensors").is_file()
     card = DeciderCard.load(tmp_path / "trained")
-    assert card.label_suffix == "<|im_end|>" and card.tasks == (TASK,) and card.training["steps"] == 18
+    assert card.label_suffix == "<|im_end|>" and card.tasks == (TASK,) and card.training["steps"] == 12
 
     trained = Decider.load(tmp_path / "trained", settings)
     base = Decider.load(zero_shot(tmp_path / "base", small), settings)
@@ -80,11 +82,11 @@ def test_lora_lowers_the_loss_and_changes_predictions(settings, small, tmp_path)
     after = trained.log_likelihoods(small.samples, feats)
     before = base.log_likelihoods(small.samples, feats)
     # The adapter moved probability onto the gold labels it was trained on, and it changed the top labels.
-    gain = [a[g] - np.logaddexp.reduce(a) - (b[g] - np.logaddexp.reduce(b)) for a, b, g in zip(after, before, gold)]
+    gain = [a[g] - np.logaddexp.reduce(a) - (b[g] - np.logaddexp.reduce(b)) for a, b, g in zip(after, before, gold, strict=True)]
     assert np.mean(gain) > 1.0
-    acc_after = np.mean([int(np.argmax(a)) == g for a, g in zip(after, gold)])
-    acc_before = np.mean([int(np.argmax(b)) == g for b, g in zip(before, gold)])
-    assert acc_after > acc_before and acc_after >= 0.8
+    acc_after = np.mean([int(np.argmax(a)) == g for a, g in zip(after, gold, strict=True)])
+    acc_before = np.mean([int(np.argmax(b)) == g for b, g in zip(before, gold, strict=True)])
+    assert acc_after - acc_before >= 0.25, (acc_before, acc_after)
     assert [int(np.argmax(a)) for a in after] != [int(np.argmax(b)) for b in before]
     # Scores are cached in the folder: a new Decider reads them instead of running the model.
     again = Decider.load(tmp_path / "trained", settings)
