@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DATA ?= ../shared/data
 RUNS ?= runs
 
-.PHONY: install demo test test-fast bench lint clean
+.PHONY: install demo test test-fast bench lint clean chromium
 
 # llama.cpp's default build uses CPU features (AVX-512, AMX) some machines lack and crashes at the first token.
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON \
@@ -33,10 +33,10 @@ demo: install
 	$(BIN)/kdsl rules check examples/rules/mdsirc_image_scene.json --data $(DATA)/www2025-mdsirc \
 		--split $(RUNS)/mdsirc-split.json --part verify --out $(RUNS)/mdsirc-rules-check.json
 
-test: install
+test: install chromium
 	$(BIN)/python -m pytest -q
 
-test-fast: install
+test-fast: install chromium
 	$(BIN)/python -m pytest -q -m "not slow"
 
 bench: install
@@ -47,3 +47,12 @@ lint: install
 
 clean:
 	rm -rf $(VENV) $(RUNS) .pytest_cache
+
+# A headless Chromium for the HTML report's browser test (tests/integration/test_report.py): Debian's
+# chromium-headless-shell, installed only when no Chromium is on PATH. No browser build is downloaded from a CDN.
+CHROMIUM_SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+chromium:
+	@command -v chromium-headless-shell >/dev/null 2>&1 || command -v chromium >/dev/null 2>&1 || \
+		command -v chromium-browser >/dev/null 2>&1 || \
+		{ $(CHROMIUM_SUDO) apt-get update -q && $(CHROMIUM_SUDO) env DEBIAN_FRONTEND=noninteractive \
+			apt-get install -y -q --no-install-recommends chromium-headless-shell; }
