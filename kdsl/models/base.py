@@ -260,9 +260,12 @@ _BACKENDS: dict[str, type[ModelBackend] | str] = {
     "llama_cpp": "kdsl.models.llama_cpp:LlamaCppBackend",
     "hf": "kdsl.models.hf:HFBackend",
     "hf_vision": "kdsl.models.hf_vision:HFVisionBackend",
+    "vllm": "kdsl.models.vllm:VLLMBackend",
+    "openai": "kdsl.models.openai_http:OpenAIBackend",
 }
 _ALIASES = {"llama.cpp": "llama_cpp", "llamacpp": "llama_cpp", "gguf": "llama_cpp",
-            "transformers": "hf", "huggingface": "hf", "vision": "hf_vision"}
+            "transformers": "hf", "huggingface": "hf", "vision": "hf_vision",
+            "openai_http": "openai", "vllm_server": "openai"}
 
 
 def register_backend(name: str, cls: type[ModelBackend] | str) -> None:

