@@ -51,8 +51,12 @@ def seesaw(
         def on_step(step: int, total: int, loss: float) -> None:
             bar.update(job, total=total, completed=step, info=f"loss {loss:.3f}")
 
-        report = run_seesaw(data, settings, config, rule_set, seed=seed, images=not no_images,
-                            on_stage=lambda s: bar.update(job, description=s, completed=0, total=None),
+        def on_stage(stage: str) -> None:
+            # A line per stage too: the bar alone leaves nothing in a log when output is not a terminal.
+            console.log(f"seesaw: {stage}", highlight=False)
+            bar.update(job, description=stage, completed=0, total=None)
+
+        report = run_seesaw(data, settings, config, rule_set, seed=seed, images=not no_images, on_stage=on_stage,
                             on_step=on_step, progress=lambda n: bar.update(job, info="scoring"))
     if out is not None:
         out.write_text(json.dumps(report.model_dump(mode="json"), ensure_ascii=False, indent=1), encoding="utf-8")

@@ -191,17 +191,67 @@ class HFBackend(ModelBackend):
         self._forget_positions()
         with torch.inference_mode():
             # The prompt once: its KV cache is shared by every label, and its last logits score each first token.
-            out = self.model(**inputs, use_cache=True)
+            # Only the last position's logits are needed (the vocabulary projection is a fifth of a small model).
+            out = self.model(**inputs, use_cache=True, logits_to_keep=1)
             first = torch.log_softmax(out.logits[0, -1].float(), dim=-1)
             prefix_cache = out.past_key_values
             scores = {label: float(first[ids[0]]) for label, ids in tokenized.items()}
             longer = [label for label in labels if len(tokenized[label]) > 1]
-            for begin in range(0, len(longer), self._label_batch_size):
-                batch = longer[begin:begin + self._label_batch_size]
-                extras = self._continuations(prefix_cache, [tokenized[b] for b in batch])
-                for label, extra in zip(batch, extras, strict=True):
+            if longer and self.packs_labels:
+                extras = self._continuations_packed(prefix_cache, prompt_len, [tokenized[b] for b in longer])
+                for label, extra in zip(longer, extras, strict=True):
                     scores[label] += extra
+            else:
+                for begin in range(0, len(longer), self._label_batch_size):
+                    batch = longer[begin:begin + self._label_batch_size]
+                    extras = self._continuations(prefix_cache, [tokenized[b] for b in batch])
+                    for label, extra in zip(batch, extras, strict=True):
+                        scores[label] += extra
         return scores, {label: len(ids) for label, ids in tokenized.items()}, prompt_len
+
+    # Text models score every label's continuation in one packed row (below); a multimodal model keeps the
+    # batched path, because its positions are not plain offsets after the prompt.
+    packs_labels = True
+
+    def _continuations_packed(self, prefix_cache: Any, prompt_len: int, sequences: list[list[int]]) -> list[float]:
+        """Log-likelihood of tokens 2..k of each sequence given the prompt, in one forward pass over a token trie.
+
+        Every distinct label prefix is fed once, as one row after the prompt: a 4D mask lets each token see the
+        prompt and its own ancestors only, and its position is the prompt length plus its depth. So shared label
+        prefixes cost one token, and no row is padded to the longest label (image-scene labels: 86 tokens
+        instead of 275).
+        """
+        import torch
+
+        node_of: dict[tuple[int, ...], int] = {}  # prefix (tokens 1..j) -> index in the packed row
+        parents: list[int] = []
+        for seq in sequences:
+            for j in range(1, len(seq)):
+                prefix = tuple(seq[:j])
+                if prefix not in node_of:
+                    node_of[prefix] = len(parents)
+                    parents.append(node_of.get(prefix[:-1], -1))
+        n = len(parents)
+        tokens = [prefix[-1] for prefix in node_of]
+        depth = [len(prefix) - 1 for prefix in node_of]
+        visible = torch.zeros(n, n, dtype=torch.bool)
+        for i, parent in enumerate(parents):
+            visible[i, i] = True
+            if parent >= 0:
+                visible[i] |= visible[parent]  # parents come first, so their rows are complete
+        dtype = self.model.dtype
+        mask = torch.full((n, prompt_len + n), torch.finfo(dtype).min, dtype=dtype)
+        mask[:, :prompt_len] = 0
+        mask[:, prompt_len:].masked_fill_(visible, 0)
+        # The pass appends the labels to the prompt's cache; nothing reuses that cache afterwards.
+        logits = self.model(
+            input_ids=torch.tensor([tokens], device=self._device),
+            attention_mask=mask[None, None].to(self._device),
+            position_ids=torch.tensor([[prompt_len + d for d in depth]], device=self._device),
+            past_key_values=prefix_cache, use_cache=True).logits
+        logprobs = torch.log_softmax(logits[0].float(), dim=-1)
+        return [sum(float(logprobs[node_of[tuple(seq[:j])], seq[j]]) for j in range(1, len(seq)))
+                for seq in sequences]
 
     def _forget_positions(self) -> None:
         """Drop position offsets a multimodal model kept from an earlier call (Qwen2-VL's `rope_deltas`)."""

@@ -26,6 +26,7 @@ class HFVisionBackend(HFBackend):
 
     name = "hf_vision"
     supports_images = True
+    packs_labels = False  # M-RoPE positions are not plain offsets after the prompt
     supports_schema = False
 
     def _load(self, location: str, dtype: Any, local_files_only: bool) -> None:

@@ -49,7 +49,8 @@ def test_shared_prefix_scores_equal_full_forward_passes(hf: ModelBackend) -> Non
     import torch
 
     prompt = "The capital of France is"
-    labels = [" Paris", " the city of light", " a big city in Europe"]
+    # Shared prefixes (" the city of ...") exercise the token trie of the packed scorer.
+    labels = [" Paris", " the city of light", " the city of love", " a big city in Europe"]
     scores = hf.score_labels(prompt, labels)
     prompt_ids = hf.prompt_ids(prompt)
     for label in labels:
