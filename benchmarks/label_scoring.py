@@ -18,12 +18,12 @@ import statistics
 import time
 from pathlib import Path
 
-from kdsl.agents.decider import Decider, DeciderCard
+from kdsl.agents.decider import Decider, DeciderCard, decider_folder
 from kdsl.agents.decider_prompt import PromptConfig
 from kdsl.config import Settings
 from kdsl.models import load_backend
 from kdsl.training.config import DEFAULT_BASE
-from kdsl.training.workflow import decider_folder, prepare
+from kdsl.training.workflow import prepare
 
 
 def _card(args: argparse.Namespace, settings: Settings, tasks: list[str], spaces: dict) -> tuple[DeciderCard, dict]:

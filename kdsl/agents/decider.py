@@ -11,25 +11,46 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from kdsl._internal._atomic import write_json_atomic
 from kdsl.agents.decider_prompt import PromptConfig, build_messages
 from kdsl.data.sample import Dataset, Sample
-from kdsl.errors import ModelError
+from kdsl.errors import ConfigError, ModelError
 from kdsl.models.base import ModelBackend
 from kdsl.tools.features import FeatureTable, SampleFeatures
 from kdsl.traces.events import digest
 
+if TYPE_CHECKING:
+    from kdsl.config import Settings
+
 logger = logging.getLogger(__name__)
 
 CARD, CALIBRATION, SCORE_CACHE, ADAPTER = "decider.json", "calibration.json", "scores.jsonl", "adapter"
+
+
+def deciders_dir(settings: Settings) -> Path:
+    return settings.home / "deciders"
+
+
+def decider_folder(name_or_path: str | Path, settings: Settings) -> Path:
+    """A decider's folder from its name (under KDSL_HOME/deciders) or a path; ConfigError lists what exists."""
+    path = Path(name_or_path)
+    if (path / CARD).is_file():
+        return path
+    folder = deciders_dir(settings) / str(name_or_path)
+    if (folder / CARD).is_file():
+        return folder
+    known = sorted(p.name for p in deciders_dir(settings).glob("*") if (p / CARD).is_file())
+    raise ConfigError(f"no decider {str(name_or_path)!r} (looked in {deciders_dir(settings)}); "
+                      f"known: {', '.join(known) or 'none yet, train one with `kdsl train`'}")
 
 
 class DeciderCard(BaseModel):
@@ -49,7 +70,7 @@ class DeciderCard(BaseModel):
 
     def save(self, folder: Path) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
-        return _write_json(folder / CARD, self.model_dump(mode="json"))
+        return write_json_atomic(folder / CARD, self.model_dump(mode="json"))
 
     @classmethod
     def load(cls, folder: Path) -> DeciderCard:
@@ -96,13 +117,6 @@ class LabelDistribution(BaseModel):
         return self.probs[self.labels.index(label)] if label in self.labels else 0.0
 
 
-def _write_json(path: Path, data: Any) -> Path:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, ensure_ascii=False, indent=1), encoding="utf-8")
-    os.replace(tmp, path)
-    return path
-
-
 def softmax(x: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     z = x / temperature
     z = z - z.max()
@@ -137,21 +151,26 @@ class Decider:
         backend: any `ModelBackend` (the post-trained model: transformers + peft adapter by default).
         card: the decider's card (prompt config, label spaces, label suffix).
         folder: where calibration and the score cache are kept; None keeps them in memory only.
+        cache_limit: most label scores kept in memory (the oldest go first; the folder's cache file keeps all);
+            None keeps every one, 0 none.
     """
 
-    def __init__(self, backend: ModelBackend, card: DeciderCard, folder: Path | None = None):
+    def __init__(self, backend: ModelBackend, card: DeciderCard, folder: Path | None = None, *,
+                 cache_limit: int | None = None):
         self.backend = backend
         self.card = card
         self.folder = folder
         self.calibration = Calibration(temperatures={})
-        self._cache: dict[str, dict[str, float]] = {}
+        self._cache: OrderedDict[str, dict[str, float]] = OrderedDict()
         if folder is not None:
             if (folder / CALIBRATION).is_file():
                 self.calibration = Calibration.model_validate_json((folder / CALIBRATION).read_text("utf-8"))
             self._cache = _read_cache(folder / SCORE_CACHE)
+        self.cache_limit = cache_limit
 
     @classmethod
-    def load(cls, folder: Path, settings: Any = None, **backend_options: Any) -> Decider:
+    def load(cls, folder: Path, settings: Any = None, *, cache_limit: int | None = None,
+             **backend_options: Any) -> Decider:
         """Load a trained decider folder (`kdsl train` writes one): the base model with its adapter."""
         from kdsl.models.base import load_backend
 
@@ -160,7 +179,25 @@ class Decider:
         if card.adapter:
             options["adapter"] = folder / card.adapter
         backend = load_backend(f"{card.backend}:{card.base_model}", settings, **options)
-        return cls(backend, card, folder)
+        return cls(backend, card, folder, cache_limit=cache_limit)
+
+    @property
+    def cache_limit(self) -> int | None:
+        """Most label scores kept in memory; None: no bound. Setting it drops the oldest scores beyond it."""
+        return self._cache_limit
+
+    @cache_limit.setter
+    def cache_limit(self, value: int | None) -> None:
+        if value is not None and value < 0:
+            raise ValueError(f"cache_limit must be at least 0 or None, not {value}")
+        self._cache_limit = value
+        self._bound_cache()
+
+    def _bound_cache(self) -> None:
+        # A server sees unbounded new samples; scores cached in memory must not grow with them.
+        if self._cache_limit is not None:
+            while len(self._cache) > self._cache_limit:
+                self._cache.popitem(last=False)
 
     def candidates(self, sample: Sample) -> tuple[str, ...]:
         if sample.candidates:
@@ -188,6 +225,7 @@ class Decider:
                 scored = self.backend.score_labels(messages, [lab + self.card.label_suffix for lab in labels])
                 cached = {lab: scored.scores[lab + self.card.label_suffix] for lab in labels}
                 self._cache[key] = cached
+                self._bound_cache()
                 new.append(json.dumps({"key": key, "scores": cached}, ensure_ascii=False))
                 logger.debug("scored %s in %.2f s", sample.id, time.perf_counter() - start)
             out.append(np.array([cached[lab] for lab in labels], dtype=np.float64))
@@ -234,13 +272,13 @@ class Decider:
             temps[task], before[task], after[task], counts[task] = t, b, a, len(rows)
         self.calibration = Calibration(temperatures=temps, nll_before=before, nll_after=after, n=counts)
         if self.folder is not None:
-            _write_json(self.folder / CALIBRATION, self.calibration.model_dump(mode="json"))
+            write_json_atomic(self.folder / CALIBRATION, self.calibration.model_dump(mode="json"))
         return self.calibration
 
 
-def _read_cache(path: Path) -> dict[str, dict[str, float]]:
-    """The score cache; a line cut by a crash is skipped."""
-    cache: dict[str, dict[str, float]] = {}
+def _read_cache(path: Path) -> OrderedDict[str, dict[str, float]]:
+    """The score cache, oldest first; a line cut by a crash is skipped."""
+    cache: OrderedDict[str, dict[str, float]] = OrderedDict()
     if not path.is_file():
         return cache
     for line in path.read_text(encoding="utf-8").splitlines():

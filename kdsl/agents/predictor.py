@@ -19,7 +19,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from kdsl.agents.arbiter import POLICIES, Arbiter, ArbiterConfig, Decision, Policy
-from kdsl.agents.decider import CALIBRATION, Calibration, Decider, DeciderCard
+from kdsl.agents.collaboration import Collaboration
+from kdsl.agents.decider import CALIBRATION, Calibration, Decider, DeciderCard, decider_folder
 from kdsl.agents.evaluation import fired_rules
 from kdsl.data.sample import Sample
 from kdsl.errors import ConfigError, DataError
@@ -125,7 +126,8 @@ class Predictor:
         builder: turns samples into features (dialogue text, OCR text, visual labels).
         folder: the decider's folder, for provenance.
         rules_source: where the rules came from, for provenance.
-        cache_entries: label scores kept in memory for repeated samples; 0 keeps none.
+        cache_entries: label scores kept in memory for repeated samples; 0 keeps none. Sets the decider's
+            `cache_limit`.
     """
 
     def __init__(
@@ -143,7 +145,7 @@ class Predictor:
         self.builder = builder
         self.folder = folder
         self.rules_source = rules_source
-        self.cache_entries = cache_entries
+        decider.cache_limit = cache_entries
         self._by_id = {r.id: r for r in self.rules.rules}
         self._lock = threading.Lock()
 
@@ -168,10 +170,8 @@ class Predictor:
             cache_entries: label scores kept in memory for repeated samples.
             backend_options: passed to the backend (e.g. `threads=2`).
         """
-        # Imported here: training sits above agents; only this loader needs its folder conventions.
         from kdsl.config import Settings
         from kdsl.tools.pipeline import default_builder
-        from kdsl.training.workflow import Collaboration, decider_folder
 
         settings = settings or Settings()
         if policy not in POLICIES:
@@ -276,15 +276,8 @@ class Predictor:
             dists = self.decider.predict(samples, features, progress)
             fired = fired_rules(list(self.rules.rules), samples, features)
             decisions = self.arbiter.decide_all(dists, fired)
-            self._trim_cache()
             logger.debug("predicted %d sample(s) in %.2f s", len(samples), time.perf_counter() - start)
         return decisions
-
-    def _trim_cache(self) -> None:
-        # The decider keeps every label score it computed in memory; a server sees unbounded new samples.
-        cache = getattr(self.decider, "_cache", None)
-        if isinstance(cache, dict) and len(cache) > self.cache_entries:
-            cache.clear()
 
     def warmup(self) -> float:
         """Score one short sample of the first task (the first call of a model is slow); returns seconds."""
@@ -294,7 +287,6 @@ class Predictor:
         with self._lock:
             sample = Sample(id="warmup", task=self.tasks[0], turns=(Turn(role="user", text="hello"),))
             self.decider.predict([sample], self.builder.build([sample]))
-            self._trim_cache()
         return time.perf_counter() - start
 
     def close(self) -> None:

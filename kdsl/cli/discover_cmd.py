@@ -68,7 +68,9 @@ def _print_outcome(outcome: Any) -> None:
 def discover(
     data: Annotated[Path | None, typer.Option(help="Dataset path.")] = None,
     task: Annotated[str | None, typer.Option(help="Task to discover rules for, e.g. dialogue_intent.")] = None,
-    author: Annotated[str, typer.Option(help="'backend:model' or 'ngram' (model-free).")] = "ngram",
+    author: Annotated[str, typer.Option(help="'backend:model' (e.g. llama_cpp:qwen2.5-coder-1.5b-instruct), or a "
+                                        "model-free author: 'contrast' (label-specific substrings of the search "
+                                        "split) or 'ngram' (random substrings).")] = "contrast",
     strategy: Annotated[str, typer.Option(help="mcts, greedy or random.")] = "mcts",
     iterations: Annotated[int, typer.Option(help="Search iterations.")] = 50,
     budget_seconds: Annotated[float | None, typer.Option(help="Search wall-clock budget.")] = None,

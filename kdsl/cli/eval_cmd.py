@@ -51,9 +51,10 @@ def eval_(
     Rule confidences and the stacked arbiter come from the verify split the decider was calibrated on; the test
     split was never seen in training or search. Example: kdsl eval --decider all-qwen2.5-coder-0.5b-instruct-...
     """
+    from kdsl.agents.decider import decider_folder
     from kdsl.agents.evaluation_report import render_markdown
     from kdsl.data import load_dataset
-    from kdsl.training.workflow import build_features, decider_folder, evaluate_decider, load_trained
+    from kdsl.training.workflow import build_features, evaluate_decider, load_trained
 
     settings = Settings()
     folder = decider_folder(decider, settings)

@@ -66,9 +66,10 @@ def train(
              kdsl train --data ../shared/data/www2025-mdsirc --task image_scene --epochs 2
     Then:    kdsl eval --decider NAME
     """
+    from kdsl.agents.decider import deciders_dir
     from kdsl.agents.decider_prompt import PromptConfig
     from kdsl.training.config import TrainConfig
-    from kdsl.training.workflow import deciders_dir, prepare, train_and_calibrate
+    from kdsl.training.workflow import prepare, train_and_calibrate
 
     if with_rules:
         raise typer.BadParameter("--with-rules is not available yet: the arbiter combines rules at prediction time")

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from langgraph.types import interrupt
 
 from kdsl import __version__
+from kdsl._internal._atomic import write_json_atomic as write_json  # the session's JSON files, written atomically
 from kdsl.agents.verifier import Verdict, Verifier, VerifierConfig, majority_fallback
 from kdsl.config import Settings
 from kdsl.data import SplitConfig, load_dataset, split_dataset
@@ -37,14 +38,6 @@ SPLIT, FEATURES, GOLD, RULES, PROGRESS, SEARCH = (
     "split.json", "features.jsonl", "gold.json", "rules.json", "progress.json", "search.json")
 VERDICT, EVALUATION, REPORT, EVENTS, COMMITTED = (
     "verdict.json", "evaluation.json", "report.json", "events.jsonl", "committed.json")
-
-
-def write_json(path: Path, data: Any) -> Path:
-    """Write JSON atomically (a temporary file, then a rename), so a kill never leaves half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, ensure_ascii=False, indent=1, default=str), encoding="utf-8")
-    os.replace(tmp, path)
-    return path
 
 
 def read_json(path: Path) -> Any:
@@ -133,13 +126,19 @@ class SessionNodes:
         gold = self._part(state, "search").gold
         return majority_fallback(gold, [state["task"]] * len(gold))[state["task"]]
 
-    def _proposer(self) -> Any:
+    def _proposer(self, state: SessionState) -> Any:
         spec = self.config.author
+        # OCR text is most of what an image-scene sample has; the dialogue is most of a dialogue sample.
+        fields = ("user_text", "image_text") if self.config.images else ("user_text",)
         if spec == "ngram":
             from kdsl.search import NgramProposer
 
-            # OCR text is most of what an image-scene sample has; the dialogue is most of a dialogue sample.
-            return NgramProposer(fields=("user_text", "image_text") if self.config.images else ("user_text",))
+            return NgramProposer(fields=fields)
+        if spec == "contrast":
+            from kdsl.search import ContrastProposer
+
+            part = self._part(state, "search")
+            return ContrastProposer(part.engine, part.gold, fields=fields)
         from kdsl.agents.author import AuthorConfig, RuleAuthor
         from kdsl.models import load_backend
 
@@ -207,7 +206,7 @@ class SessionNodes:
                 iterations: int, seconds: float | None, tokens: int | None) -> dict:
         cfg, folder = self.config, Path(state["session_dir"])
         best = {"reward": done["best_reward"]}
-        proposer = TracedProposer(self._proposer(), TraceLog(folder / EVENTS), state["session_id"],
+        proposer = TracedProposer(self._proposer(state), TraceLog(folder / EVENTS), state["session_id"],
                                   lambda: best["reward"])
         # A resumed search draws other seeds than the first run did from that point on.
         search_config = SearchConfig(iterations=iterations, budget_seconds=seconds, budget_tokens=tokens, k=cfg.k,

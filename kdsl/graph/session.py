@@ -28,6 +28,8 @@ from kdsl.errors import ConfigError
 from kdsl.graph.nodes import REPORT, ProgressHook, SessionNodes, read_json, write_json
 from kdsl.graph.state import SessionState
 
+MODEL_FREE_AUTHORS = ("contrast", "ngram")
+
 logger = logging.getLogger(__name__)
 
 CONFIG, CHECKPOINTS = "config.json", "checkpoints.sqlite"
@@ -41,8 +43,9 @@ class SessionConfig(BaseModel):
 
     data: Path = Field(description="Dataset path (any format `kdsl data` reads).")
     task: str = Field(min_length=1, description="Task whose rules are discovered, e.g. dialogue_intent.")
-    author: str = Field("ngram", description="'backend:model' (e.g. llama_cpp:qwen2.5-coder-0.5b-instruct), or "
-                        "'ngram' for the model-free proposer.")
+    author: str = Field("contrast", description="'backend:model' (e.g. llama_cpp:qwen2.5-coder-1.5b-instruct), "
+                        "'contrast' (model-free: label-specific substrings of the search split) or 'ngram' "
+                        "(model-free: random substrings, a floor).")
     strategy: Literal["mcts", "greedy", "random"] = Field("mcts", description="Search strategy.")
     iterations: int = Field(50, ge=1, description="Search iterations.")
     budget_seconds: float | None = Field(None, gt=0, description="Wall-clock budget of the search.")
@@ -61,8 +64,9 @@ class SessionConfig(BaseModel):
     @field_validator("author")
     @classmethod
     def _author(cls, v: str) -> str:
-        if v != "ngram" and ":" not in v:
-            raise ValueError(f"author must be 'ngram' or 'backend:model', got {v!r}")
+        if v not in MODEL_FREE_AUTHORS and ":" not in v:
+            raise ValueError(f"author must be {' or '.join(map(repr, MODEL_FREE_AUTHORS))} or 'backend:model', "
+                             f"got {v!r}")
         return v
 
 

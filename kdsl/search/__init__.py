@@ -14,6 +14,7 @@ from kdsl.search.base import (
     SearchTimings,
     StopReason,
 )
+from kdsl.search.contrast_proposer import ContrastProposer
 from kdsl.search.greedy import Greedy
 from kdsl.search.mcts import MCTS
 from kdsl.search.ngram_proposer import NgramProposer
@@ -24,7 +25,8 @@ from kdsl.search.reward import Reward, RewardBreakdown, RewardConfig, rule_key, 
 STRATEGIES: dict[str, type[SearchStrategy]] = {s.name: s for s in (MCTS, Greedy, RandomEdits)}
 
 __all__ = [
-    "MCTS", "STRATEGIES", "EditProposer", "ErrorReport", "ExampleView", "Greedy", "NgramProposer", "Proposal",
+    "MCTS", "STRATEGIES", "ContrastProposer", "EditProposer", "ErrorReport", "ExampleView", "Greedy",
+    "NgramProposer", "Proposal",
     "ProposerTotals", "RandomEdits", "ReportFn", "Reward", "RewardBreakdown", "RewardConfig", "RewardFn",
     "RuleView", "SearchConfig", "SearchNode", "SearchProgress", "SearchResult", "SearchRun", "SearchStep",
     "SearchStrategy", "SearchTimings", "StopReason", "build_error_report", "rule_key", "state_key",

@@ -23,6 +23,13 @@ from kdsl.search.report import ErrorReport, Proposal
 CHARS_PER_TOKEN = 4
 
 
+def drop_edits(report: ErrorReport, n: int, below: float) -> list[RuleEdit]:
+    """Drops of the (at most n) least precise rules that fire and are right less often than `below`."""
+    bad = sorted((r for r in report.rules if r.support and r.precision < below), key=lambda r: (r.precision, r.rule_id))
+    return [RuleEdit(op="drop", target=r.rule_id, rationale=f"precision {r.precision:.2f} on {r.support}")
+            for r in bad[:n]]
+
+
 class NgramProposer:
     """Adds `any_of` rules on a random 2-3 character substring of an uncovered or misfired example (for the
     example's gold label), and drops rules that are right less often than `drop_below`.
@@ -48,10 +55,7 @@ class NgramProposer:
     def propose(self, rules: RuleSet, report: ErrorReport, k: int, *, seed: int = 0) -> Proposal:
         rng = np.random.default_rng(seed)
         invalid: Counter[str] = Counter()
-        bad = sorted((r for r in report.rules if r.support and r.precision < self.drop_below),
-                     key=lambda r: (r.precision, r.rule_id))
-        edits = [RuleEdit(op="drop", target=r.rule_id, rationale=f"precision {r.precision:.2f} on {r.support}")
-                 for r in bad[: k // 2]]
+        edits = drop_edits(report, k // 2, self.drop_below)
         examples = [*report.uncovered, *report.misfired]
         for i in rng.permutation(len(examples)).tolist():
             if len(edits) >= k:

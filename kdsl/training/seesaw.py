@@ -14,13 +14,13 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
-from kdsl.agents.decider import Decider, DeciderCard
+from kdsl.agents.decider import Decider, DeciderCard, deciders_dir
 from kdsl.agents.evaluation import DECIDER, EvaluationReport, together
 from kdsl.config import Settings
 from kdsl.rules import PairedBootstrap, RuleSet, paired_bootstrap
 from kdsl.training.config import TrainConfig
 from kdsl.training.lora import StepHook
-from kdsl.training.workflow import PreparedData, deciders_dir, evaluate_decider, prepare, train_and_calibrate
+from kdsl.training.workflow import PreparedData, evaluate_decider, prepare, train_and_calibrate
 
 logger = logging.getLogger(__name__)
 

@@ -8,14 +8,19 @@ trained on, its calibration and a cache of label scores.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
-from kdsl.agents.arbiter import Arbiter, ArbiterConfig
+# Collaboration, ArbiterState, COLLABORATION_FILE, decider_folder and deciders_dir live in kdsl.agents (the
+# predictor reads them, and agents do not import training); imported from here too, as before.
+from kdsl.agents.collaboration import COLLABORATION_FILE as COLLABORATION_FILE
+from kdsl.agents.collaboration import ArbiterState as ArbiterState
+from kdsl.agents.collaboration import Collaboration as Collaboration
 from kdsl.agents.decider import Calibration, Decider, DeciderCard
+from kdsl.agents.decider import decider_folder as decider_folder
+from kdsl.agents.decider import deciders_dir as deciders_dir
 from kdsl.agents.evaluation import EvaluationReport, evaluate, fit_arbiters, search_fallback, with_verify_stats
 from kdsl.config import Settings
 from kdsl.data import Dataset, Split, SplitConfig, load_dataset, split_dataset
@@ -27,32 +32,8 @@ from kdsl.training.lora import StepHook, TrainResult, train_decider
 
 logger = logging.getLogger(__name__)
 
-SPLIT_FILE, COLLABORATION_FILE = "split.json", "collaboration.json"
+SPLIT_FILE = "split.json"
 Progress = Callable[[int], None]
-
-
-def deciders_dir(settings: Settings) -> Path:
-    return settings.home / "deciders"
-
-
-def decider_folder(name_or_path: str | Path, settings: Settings) -> Path:
-    """A decider's folder from its name (under KDSL_HOME/deciders) or a path; ConfigError lists what exists."""
-    path = Path(name_or_path)
-    if (path / "decider.json").is_file():
-        return path
-    folder = deciders_dir(settings) / str(name_or_path)
-    if (folder / "decider.json").is_file():
-        return folder
-    known = sorted(p.name for p in deciders_dir(settings).glob("*") if (p / "decider.json").is_file())
-    raise ConfigError(f"no decider {str(name_or_path)!r} (looked in {deciders_dir(settings)}); "
-                      f"known: {', '.join(known) or 'none yet, train one with `kdsl train`'}")
-
-
-class ArbiterState(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    config: ArbiterConfig
-    weights: dict[str, float] = {}
 
 
 class PreparedData(BaseModel):
@@ -125,35 +106,6 @@ def load_trained(folder: Path, settings: Settings, *, progress: bool = True,
     prepared = prepare(data_path, settings, tasks=list(card.tasks), split_path=folder / SPLIT_FILE,
                        images=bool(card.training.get("images", True)), progress=progress)
     return Decider.load(folder, settings, **({"threads": threads} if threads else {})), prepared
-
-
-class Collaboration(BaseModel):
-    """What prediction needs besides the decider: the rules with their verify statistics and each policy's arbiter
-    settings (the stacked weights fitted on verify). Written next to the decider by `kdsl eval`."""
-
-    model_config = ConfigDict(frozen=True)
-
-    rules: RuleSet
-    arbiters: dict[str, ArbiterState]
-
-    def arbiter(self, policy: str) -> Arbiter:
-        key = policy if policy.startswith("together:") else f"together:{policy}"
-        if key not in self.arbiters:
-            raise ConfigError(f"no arbiter for policy {policy!r}; known: {', '.join(self.arbiters)}")
-        state = self.arbiters[key]
-        return Arbiter(state.config, state.weights)
-
-    def save(self, folder: Path) -> Path:
-        path = folder / COLLABORATION_FILE
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(self.model_dump_json(indent=1), encoding="utf-8")
-        os.replace(tmp, path)
-        return path
-
-    @classmethod
-    def load(cls, folder: Path) -> Collaboration | None:
-        path = folder / COLLABORATION_FILE
-        return cls.model_validate_json(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
 def fit_collaboration(decider: Decider, prepared: PreparedData, rules: RuleSet,

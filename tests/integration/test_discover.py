@@ -71,8 +71,8 @@ def test_full_session_with_the_cli(home):
 
 
 def test_review_interrupt_keeps_only_what_the_person_keeps(home):
-    config = SessionConfig(data=DATA, task=TASK, iterations=150, seed=1, images=False, review=True, min_support=1,
-                           min_precision_lower=0.15)
+    config = SessionConfig(data=DATA, task=TASK, author="ngram", iterations=150, seed=1, images=False, review=True,
+                           min_support=1, min_precision_lower=0.15)
     paused = run_session(config, home)
     assert paused.paused and paused.state["accepted"]
     shown: list = []

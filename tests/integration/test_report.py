@@ -23,8 +23,8 @@ from kdsl.traces import TraceEvent, TraceLog, render_report, write_report
 
 runner = CliRunner()
 # The n-gram author's rules are narrow; with these verify thresholds seed 1 accepts a rule on MDSIRC in 60 iterations.
-DISCOVER = ["--task", "dialogue_intent", "--iterations", "60", "--seed", "1", "--no-images", "--min-support", "1",
-            "--min-precision-lower", "0.15"]
+DISCOVER = ["--task", "dialogue_intent", "--author", "ngram", "--iterations", "60", "--seed", "1", "--no-images",
+            "--min-support", "1", "--min-precision-lower", "0.15"]
 EVIL = '<script>alert("kdsl")</script>'
 
 

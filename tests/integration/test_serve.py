@@ -22,6 +22,7 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from kdsl.agents.arbiter import ArbiterConfig
+from kdsl.agents.collaboration import ArbiterState, Collaboration
 from kdsl.agents.decider import DeciderCard
 from kdsl.agents.decider_prompt import PromptConfig
 from kdsl.agents.evaluation import with_verify_stats
@@ -33,7 +34,6 @@ from kdsl.models import pull
 from kdsl.rules import RuleSet
 from kdsl.serve import ServeLimits, create_app
 from kdsl.tools.pipeline import default_builder
-from kdsl.training.workflow import ArbiterState, Collaboration
 
 pytestmark = pytest.mark.slow
 

@@ -1,0 +1,21 @@
+"""Atomic file writes: a temporary file beside the target, then a rename, so a kill never leaves half a file."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+
+def write_text_atomic(path: Path, text: str) -> Path:
+    """Write `text` (UTF-8) to `<path>.tmp`, then rename it over `path`; returns `path`."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def write_json_atomic(path: Path, data: Any) -> Path:
+    """Write `data` as JSON atomically (non-ASCII kept, indent 1, other objects as their `str`); returns `path`."""
+    return write_text_atomic(path, json.dumps(data, ensure_ascii=False, indent=1, default=str))
