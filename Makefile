@@ -37,9 +37,9 @@ $(VLLM_VENV)/.installed: pyproject.toml
 	$(VLLM_BIN)/pip install -q --upgrade pip
 	$(VLLM_BIN)/pip install -q "$(VLLM_PACKAGE)"
 	$(VLLM_BIN)/pip uninstall -q -y torchvision torchaudio torchcodec
-	$(VLLM_BIN)/pip install -q "pydantic-settings>=2.3" "filelock>=3.13"
+	$(VLLM_BIN)/pip install -q "pydantic-settings>=2.3" "filelock>=3.13" "google-re2>=1.1"
 	$(VLLM_BIN)/pip install -q --no-deps -e .
-	$(VLLM_BIN)/python -c "import vllm, kdsl.models.vllm, kdsl.data"
+	$(VLLM_BIN)/python -c "import vllm, kdsl.models.vllm, kdsl.data, kdsl.agents.decider"
 	touch $@
 
 vllm-env: $(VLLM_VENV)/.installed

@@ -1,9 +1,14 @@
-"""vLLM end to end on SmolLM2 with a LoRA adapter, checked against transformers (+peft) on the same weights.
+"""vLLM end to end on SmolLM2 with a decider adapter trained by kdsl, checked against transformers (+peft).
+
+The adapter is what `kdsl train` writes: a short real `train_decider` run (two optimiser steps on eight real MDSIRC
+dialogues) saves a decider folder, and its `adapter/` is loaded as is.
 
 (a) `vllm serve` (from .venv-vllm, as a subprocess) with the adapter as a LoRA module, used through the openai
-    backend: generation with and without the adapter, schema-constrained JSON, label scoring.
-(b) the in-process vllm backend, run by a script under .venv-vllm/bin/python: label scoring on real MDSIRC
-    dialogues (the task's 23 labels), with and without the adapter, and generation.
+    backend: generation with and without the adapter, schema-constrained JSON, label scoring, and the decider's
+    label scores on a held-out dialogue.
+(b) the in-process vllm backend, run by a script under .venv-vllm/bin/python: the decider's label scoring (its
+    prompt, the task's 23 labels with the card's label suffix) on held-out MDSIRC dialogues, with and without the
+    adapter, against the `Decider` on transformers; and generation.
 
 vLLM lives in its own environment: `make vllm-env` builds .venv-vllm (`make test` does it first). Without it these
 tests fail, on purpose: they are how CI knows the vLLM path still works.
@@ -23,17 +28,24 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Literal
 
+import numpy as np
 import pytest
 from pydantic import BaseModel, Field, StringConstraints
 
+from kdsl.agents.decider import Decider, DeciderCard
+from kdsl.agents.decider_prompt import build_messages
 from kdsl.config import Settings
+from kdsl.data import Dataset, Sample
 from kdsl.models import Message, ModelBackend, hf_path, load_backend, pull
+from kdsl.tools.features import FeatureTable, SampleFeatures, dialogue_fields
+from kdsl.training import TrainConfig, train_decider
 
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
 VLLM_PYTHON = REPO / ".venv-vllm" / "bin" / "python"
 SMOLLM2 = "smollm2-135m-instruct"
+TASK = "dialogue_intent"
 SERVER_START_S = 420
 # float32 like the transformers backend; on CPU the backend's defaults do the rest (a 1 GiB KV cache instead of 92%
 # of the memory, no torch.compile).
@@ -73,19 +85,52 @@ def smollm2_hf(settings: Settings) -> Path:
     return hf_path(SMOLLM2, settings)
 
 
-@pytest.fixture(scope="module")
-def adapter(smollm2_hf: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A LoRA adapter on q_proj/v_proj with random (not zero) B matrices, so it changes what the model says."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
+def _has_user_text(sample: Sample) -> bool:
+    return any(t.role == "user" and t.text.strip() for t in sample.turns)
 
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_pretrained(smollm2_hf, dtype=torch.float32)
-    config = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False,
-                        task_type="CAUSAL_LM")
-    folder = tmp_path_factory.mktemp("lora") / "smollm2-lora"
-    get_peft_model(model, config).save_pretrained(folder)
+
+@pytest.fixture(scope="module")
+def dialogues(mdsirc) -> tuple[Dataset, list[Sample], FeatureTable]:
+    """Training data (the four shortest real dialogues of each of the two commonest intents, with the task's 23
+    labels as the label space), three held-out dialogues to score, and the features of all of them."""
+    ds = mdsirc.for_task(TASK)
+    texted = [s for s in ds.samples if _has_user_text(s)]
+    train = []
+    for label, _ in ds.label_counts(TASK).most_common(2):
+        pool = sorted((s for s in texted if s.label == label), key=lambda s: sum(len(t.text) for t in s.turns))
+        train += pool[:4]
+    trained = {s.id for s in train}
+    held_out = [s for s in texted if s.id not in trained][:3]
+    feats = FeatureTable(SampleFeatures(sample_id=s.id, **dialogue_fields(s)) for s in train + held_out)
+    small = Dataset(name="mdsirc-vllm", samples=tuple(train), label_spaces={TASK: ds.label_spaces[TASK]},
+                    source=ds.source)
+    return small, held_out, feats
+
+
+@pytest.fixture(scope="module")
+def decider(settings: Settings, smollm2_hf: Path, dialogues, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A decider folder written by kdsl's own post-training: `train_decider` with its default LoRA shape (r 8 on
+    q/k/v/o of the upper half of the blocks), two optimiser steps at a learning rate high enough to move the
+    label scores (and the top labels) away from the base model's."""
+    small, _, feats = dialogues
+    config = TrainConfig(base_model=SMOLLM2, epochs=1, batch_size=4, learning_rate=1e-2, augment_p=0.0, seed=0)
+    folder = tmp_path_factory.mktemp("decider") / "smollm2-decider"
+    result = train_decider(small, feats, folder, config, settings=settings)
+    assert result.steps == 2 and result.last_loss < result.first_loss, result.losses
+    return folder
+
+
+@pytest.fixture(scope="module")
+def card(decider: Path) -> DeciderCard:
+    card = DeciderCard.load(decider)
+    assert card.adapter and card.label_suffix == "<|im_end|>" and len(card.label_spaces[TASK]) == 23
+    return card
+
+
+@pytest.fixture(scope="module")
+def adapter(decider: Path, card: DeciderCard) -> Path:
+    """The peft adapter exactly as `train_decider` saved it."""
+    folder = decider / card.adapter
     assert (folder / "adapter_config.json").is_file() and (folder / "adapter_model.safetensors").is_file()
     return folder
 
@@ -100,6 +145,34 @@ def hf_base(smollm2_hf: Path) -> Iterator[ModelBackend]:
 def hf_lora(smollm2_hf: Path, adapter: Path) -> Iterator[ModelBackend]:
     with load_backend(f"hf:{smollm2_hf}", adapter=str(adapter)) as backend:
         yield backend
+
+
+@pytest.fixture(scope="module")
+def hf_decider(hf_lora: ModelBackend, card: DeciderCard) -> Decider:
+    """The decider on transformers + peft (what `Decider.load` builds); it keeps its scores in memory."""
+    return Decider(hf_lora, card)
+
+
+@pytest.fixture(scope="module")
+def hf_base_decider(hf_base: ModelBackend, card: DeciderCard) -> Decider:
+    """The same prompt and labels on the base model: what the adapter changed."""
+    return Decider(hf_base, card)
+
+
+def _decider_prompts(card: DeciderCard, samples: list[Sample], feats: FeatureTable
+                     ) -> list[tuple[list[Message], list[str], tuple[str, ...]]]:
+    """What `Decider.log_likelihoods` scores for each sample: (messages, labels + the card's label suffix,
+    candidate labels)."""
+    out = []
+    for sample in samples:
+        labels = sample.candidates or card.label_spaces[sample.task]
+        messages = build_messages(sample.task, feats[sample.id], card.prompt, candidates=labels)
+        out.append((messages, [label + card.label_suffix for label in labels], tuple(labels)))
+    return out
+
+
+def _top(scores: dict[str, float], suffix: str = "") -> str:
+    return max(scores, key=scores.__getitem__).removesuffix(suffix)
 
 
 def _free_port() -> int:
@@ -179,7 +252,9 @@ class TestServer:
         assert base.list_models() == ["smollm2", "adapter"]
         assert (base.info.model, base.info.adapter, tuned.info.adapter) == ("smollm2", None, "adapter")
         plain, adapted = base.generate(CHAT, max_tokens=24), tuned.generate(CHAT, max_tokens=24)
-        assert plain.text and adapted.text and plain.text != adapted.text  # the adapter changes the output
+        # The adapter changes the output. (Trained on short labels, the decider learned to end its turn early: on
+        # a question it was not trained for it may answer nothing at all.)
+        assert plain.text and plain.text != adapted.text
         assert plain.completion_tokens == 24 and plain.finish_reason == "length" and plain.prompt_tokens > 10
         # Greedy float32 decoding: the same tokens as transformers, with and without the adapter.
         assert plain.text == hf_base.generate(CHAT, max_tokens=24).text
@@ -206,6 +281,18 @@ class TestServer:
             _assert_same_ranking(model, reference, chat, ["4", "7", "four hundred and six"])
         assert base.score_labels(chat, ["4", "7"]).scores != tuned.score_labels(chat, ["4", "7"]).scores
 
+    def test_decider_scores_like_transformers(self, server: str, card, dialogues, hf_decider) -> None:
+        """The trained adapter served by `vllm serve --lora-modules`: the decider's prompt and labels on a held-out
+        dialogue give the top label and scores of the `Decider` on transformers. One dialogue: with LoRA on, the
+        openai backend scores one label per request (23 full prompts); (b) covers more dialogues and the base."""
+        tuned = load_backend(f"openai:{server}", adapter="adapter")
+        _, held_out, feats = dialogues
+        want = hf_decider.log_likelihoods(held_out[:1], feats)[0]
+        messages, labels, names = _decider_prompts(card, held_out[:1], feats)[0]
+        got = tuned.score_labels(messages, labels)
+        assert _top(got.scores, card.label_suffix) == names[int(np.argmax(want))], (got.scores, want)
+        assert [got.scores[label] for label in labels] == pytest.approx(list(want), abs=0.05)
+
     def test_errors_are_model_errors(self, server: str) -> None:
         from kdsl.errors import ModelError
 
@@ -229,9 +316,9 @@ if __name__ == "__main__":  # vLLM's engine processes re-import this module
     out = {}
     for name, adapter in (("base", None), ("lora", job["adapter"])):
         with load_backend("vllm:" + job["model"], adapter=adapter, **job["engine"]) as model:
-            chats = [[Message(**m) for m in chat] for chat in job["chats"]]
             result = {"info": model.info.model_dump(), "load_seconds": model.load_seconds,
-                      "scores": [model.score_labels(chat, job["labels"]).model_dump() for chat in chats],
+                      "scores": [model.score_labels([Message(**m) for m in p["messages"]], p["labels"]).model_dump()
+                                 for p in job["prompts"]],
                       "easy": [model.score_labels(p, labels).scores for p, labels in job["easy"]],
                       "text": model.generate([Message(**m) for m in job["chat"]], max_tokens=24).model_dump()}
             if adapter is None:
@@ -243,31 +330,21 @@ if __name__ == "__main__":  # vLLM's engine processes re-import this module
             out[name] = result
     open(sys.argv[2], "w", encoding="utf-8").write(json.dumps(out, ensure_ascii=False))
 """
-INSTRUCTION = "你是一个电商客服专家，请根据用户与客服的多轮对话判断用户的意图分类标签。"
 
 
-def _mdsirc_chats(dataset, n: int) -> tuple[list[list[Message]], list[str]]:
-    labels = list(dataset.label_spaces["dialogue_intent"])
-    samples = [s for s in dataset.samples if s.task == "dialogue_intent" and any(t.text.strip() for t in s.turns)]
-    chats = []
-    for sample in samples[:n]:
-        dialogue = "\n".join(f"{'用户' if t.role == 'user' else '客服'}: {t.text or '<image>'}" for t in sample.turns)
-        chats.append([Message(role="system", content=f"{INSTRUCTION}可选标签：{json.dumps(labels, ensure_ascii=False)}。"
-                                                     f"只输出标签。"),
-                      Message(role="user", content=dialogue[-400:])])
-    return chats, labels
-
-
-def test_in_process_backend_matches_transformers(vllm_python: Path, smollm2_hf: Path, adapter: Path, hf_base,
-                                                 hf_lora, mdsirc, tmp_path: Path) -> None:
-    chats, labels = _mdsirc_chats(mdsirc, 3)
-    assert len(labels) == 23 and len(chats) == 3
+def test_in_process_backend_matches_transformers(vllm_python: Path, smollm2_hf: Path, adapter: Path, card,
+                                                 dialogues, hf_base, hf_lora, hf_decider, hf_base_decider,
+                                                 tmp_path: Path) -> None:
+    _, held_out, feats = dialogues
+    prompts = _decider_prompts(card, held_out, feats)
+    assert len(prompts) == 3 and all(len(labels) == 23 for _, labels, _ in prompts)
     schema_chat = [Message(role="system", content="Write a keyword rule for the intent, as JSON."),
                    Message(role="user", content="Where is my parcel?")]
-    job = {"model": str(smollm2_hf), "adapter": str(adapter), "engine": ENGINE, "labels": labels,
-           "chats": [[m.model_dump() for m in chat] for chat in chats], "easy": EASY_CASES,
-           "chat": [m.model_dump() for m in CHAT], "schema_chat": [m.model_dump() for m in schema_chat],
-           "schema": Rule.model_json_schema()}
+    job = {"model": str(smollm2_hf), "adapter": str(adapter), "engine": ENGINE,
+           "prompts": [{"messages": [m.model_dump() for m in messages], "labels": labels}
+                       for messages, labels, _ in prompts],
+           "easy": EASY_CASES, "chat": [m.model_dump() for m in CHAT],
+           "schema_chat": [m.model_dump() for m in schema_chat], "schema": Rule.model_json_schema()}
     (tmp_path / "job.json").write_text(json.dumps(job, ensure_ascii=False), encoding="utf-8")
     (tmp_path / "score_vllm.py").write_text(IN_PROCESS_SCRIPT)
     env = {**os.environ, "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
@@ -277,27 +354,38 @@ def test_in_process_backend_matches_transformers(vllm_python: Path, smollm2_hf: 
         pytest.fail(f"the vllm backend failed under {vllm_python} ({run.returncode}):\n{run.stderr[-5000:]}")
     out = json.loads((tmp_path / "out.json").read_text(encoding="utf-8"))
 
-    # transformers scores 23 labels in about 10-25 s here: all three prompts with the adapter, one without.
-    for name, reference, compared in (("base", hf_base, 1), ("lora", hf_lora, 3)):
+    # The decider's label scores, read by `Decider.log_likelihoods` on transformers (with and without the adapter),
+    # against vLLM's for the same prompt and labels: the same top label, scores within 0.05 nats.
+    tops: dict[str, list[str]] = {}
+    for name, decider, reference in (("base", hf_base_decider, hf_base), ("lora", hf_decider, hf_lora)):
         result = out[name]
         assert result["info"]["backend"] == "vllm" and result["info"]["path"] == str(smollm2_hf)
         assert result["info"]["adapter"] == (str(adapter) if name == "lora" else None)
-        assert len(result["scores"]) == 3 and all(len(s["scores"]) == 23 for s in result["scores"])
-        for chat, scores in zip(chats[:compared], result["scores"], strict=False):
-            want = reference.score_labels(chat, labels)
+        want = decider.log_likelihoods(held_out, feats)
+        assert len(result["scores"]) == len(prompts)
+        tops[name] = []
+        for (messages, labels, names), scores, expected in zip(prompts, result["scores"], want, strict=True):
             got = scores["scores"]
-            assert max(got, key=got.__getitem__) == want.best, (name, got, want.scores)
-            assert got == pytest.approx(want.scores, abs=0.05)
-            assert scores["prompt_tokens"] == want.prompt_tokens and scores["label_tokens"] == want.label_tokens
+            assert list(got) == labels
+            tops[name].append(_top(got, card.label_suffix))
+            assert tops[name][-1] == names[int(np.argmax(expected))], (name, got, expected)
+            assert [got[label] for label in labels] == pytest.approx(list(expected), abs=0.05)
+            assert scores["prompt_tokens"] == len(reference.prompt_ids(messages))
+            assert scores["label_tokens"] == {label: len(reference.label_ids(label)) for label in labels}
         for (prompt, easy_labels), got in zip(EASY_CASES, result["easy"], strict=True):
             assert got == pytest.approx(reference.score_labels(prompt, easy_labels).scores, abs=0.05)
         assert result["text"]["text"] == reference.generate(CHAT, max_tokens=24).text
         assert result["usage"]["calls"] >= 7
-    assert out["base"]["scores"][0]["scores"] != out["lora"]["scores"][0]["scores"]
+    # The trained adapter moves vLLM's scores on every prompt, and the top label on some.
+    for base_scores, lora_scores in zip(out["base"]["scores"], out["lora"]["scores"], strict=True):
+        diff = [abs(lora_scores["scores"][k] - v) for k, v in base_scores["scores"].items()]
+        assert max(diff) > 0.5, diff
+    assert tops["base"] != tops["lora"], tops
     assert out["base"]["text"]["text"] != out["lora"]["text"]["text"]
     rule = Rule.model_validate(json.loads(out["base"]["json"]))
     assert rule.label in {"refund", "delivery", "greeting"}
     batch = out["base"]["batch"]
     assert len(batch) == 3 and len({g["text"] for g in batch}) == 1 and all(g["completion_tokens"] == 8 for g in batch)
-    print(f"\nvllm load {out['base']['load_seconds']:.1f} s (base), {out['lora']['load_seconds']:.1f} s (LoRA)",
+    print(f"\nvllm load {out['base']['load_seconds']:.1f} s (base), {out['lora']['load_seconds']:.1f} s (LoRA); "
+          f"top labels: base {tops['base']}, decider {tops['lora']}, gold {[s.label for s in held_out]}",
           file=sys.stderr)
