@@ -50,6 +50,8 @@ class SearchConfig(BaseModel):
         0.5, gt=0, le=1, description="Progressive widening: a node may have ceil(k0 * visits^alpha) children.")
     widening_k0: float = Field(1.0, gt=0, description="Progressive widening: children allowed at the first visit.")
     max_depth: int = Field(16, ge=1, description="Most edits between the initial rule set and any state.")
+    empty_rounds: int = Field(2, ge=1, description="MCTS: proposer rounds in a row with nothing new before a state "
+                              "counts as exhausted (a sampling author, asked again with another seed, may find more).")
     seed: int = Field(0, ge=0, description="Seeds the proposer calls and random choices.")
 
 
@@ -186,11 +188,13 @@ class TreeNode:
     value_sum: float = 0.0
     best: float = float("-inf")  # the best reward backed up through it
     children: list[TreeNode] = field(default_factory=list)
-    # MCTS: the proposals not yet expanded (edit, state, reward), edit keys already taken, proposer rounds asked,
-    # whether the proposer has nothing new for this state, and whether the whole subtree is explored.
+    # MCTS: the proposals not yet expanded (edit, state, reward), edit keys already taken, proposer rounds asked
+    # (and how many in a row brought nothing new), whether the proposer has nothing new for this state, and
+    # whether the whole subtree is explored.
     pending: list[tuple[RuleEdit, RuleSet, float]] = field(default_factory=list)
     seen: set[str] = field(default_factory=set)
     rounds: int = 0
+    empty_rounds: int = 0
     exhausted: bool = False
     closed: bool = False
     depth: int = field(init=False)

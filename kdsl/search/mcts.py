@@ -99,8 +99,9 @@ class MCTS(SearchStrategy):
             fresh = run.successors(node.rules, edits, seen=node.seen, avoid=avoid)
             scored = [(edit, rules, run.evaluate(rules)) for edit, rules in fresh]
             node.pending = sorted(scored, key=lambda t: -t[2])  # best-looking first; stable, so ties keep order
-            if not node.pending:
-                node.exhausted = True  # the proposer had nothing new for this state
+            node.empty_rounds = 0 if node.pending else node.empty_rounds + 1
+            if node.empty_rounds >= self.config.empty_rounds:
+                node.exhausted = True  # the proposer had nothing new for this state, again
                 self._close(node)
                 return None
         if not node.pending:
