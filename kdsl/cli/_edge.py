@@ -11,6 +11,7 @@ from typing import Any
 import typer
 from pydantic import BaseModel
 from rich.console import Console
+from rich.markup import escape
 
 from kdsl.errors import KdslError
 
@@ -28,7 +29,9 @@ def friendly_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         except (KdslError, FileNotFoundError) as e:
             if os.environ.get("KDSL_DEBUG") == "1":
                 raise
-            err_console.print(f"[red]error:[/red] {e}", highlight=False)
+            # One line whatever the path lengths (soft_wrap: no hard line breaks), and the message is text, not
+            # markup: a file name or sample id with [brackets] is printed as it is.
+            err_console.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
 
     return wrapper
