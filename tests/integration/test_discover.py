@@ -11,7 +11,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 from typer.testing import CliRunner
 
 from kdsl.cli import discover_cmd
@@ -26,14 +25,6 @@ TASK = "dialogue_intent"
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "www2025-mdsirc"
 # The n-gram author's rules are narrow; on this small slice, one right hit at precision 1.0 is what they reach.
 LOOSE = ["--min-support", "1", "--min-precision-lower", "0.15"]
-
-
-@pytest.fixture
-def home(tmp_path, monkeypatch) -> Settings:
-    if not DATA.exists():
-        pytest.skip(f"real data not found at {DATA}")
-    monkeypatch.setenv("KDSL_HOME", str(tmp_path / "home"))
-    return Settings()
 
 
 def _accepted_in_memory(settings: Settings) -> list:

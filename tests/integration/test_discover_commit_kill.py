@@ -44,14 +44,6 @@ GENERATION = "kdsl-memory.generation"  # kdsl.memory.store._GENERATION_FILE
 WAIT = 60.0
 
 
-@pytest.fixture
-def home(tmp_path, monkeypatch) -> Settings:
-    if not DATA.exists():
-        pytest.skip(f"real data not found at {DATA}")
-    monkeypatch.setenv("KDSL_HOME", str(tmp_path / "home"))
-    return Settings()
-
-
 def _discover(home: Settings, *args: str, stdout=subprocess.DEVNULL) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", CLI, *args], env={**os.environ, "KDSL_HOME": str(home.home)},
                             stdout=stdout, stderr=subprocess.PIPE)
