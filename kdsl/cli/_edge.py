@@ -15,8 +15,20 @@ from rich.markup import escape
 
 from kdsl.errors import KdslError
 
-console = Console()
-err_console = Console(stderr=True)
+LOG_WIDTH = 160
+
+
+def _console(stderr: bool = False) -> Console:
+    """A rich console; written to a file or a pipe (a log), it is wider than rich's 80 columns, so result tables
+    keep their numbers instead of cutting them to "0.131…"."""
+    out = Console(stderr=stderr)
+    if not out.is_terminal and "COLUMNS" not in os.environ:
+        out.width = LOG_WIDTH
+    return out
+
+
+console = _console()
+err_console = _console(stderr=True)
 
 
 def friendly_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
