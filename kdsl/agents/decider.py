@@ -59,6 +59,7 @@ class DeciderCard(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     name: str
+    kind: str = Field("lora", description="The decider kind that wrote the folder (see kdsl.agents.decider_kinds).")
     base_model: str = Field(description="Pack name, transformers folder or Hugging Face id of the base model.")
     backend: str = "hf"
     adapter: str | None = Field(None, description="peft adapter folder, relative to the decider folder.")
@@ -254,6 +255,10 @@ class Decider:
             out.append(LabelDistribution(sample_id=sample.id, task=sample.task, labels=self.candidates(sample),
                                          probs=tuple(float(p) for p in softmax(s, t))))
         return out
+
+    def close(self) -> None:
+        """Release the model backend."""
+        self.backend.close()
 
     def calibrate(
         self, dataset: Dataset, features: FeatureTable | dict[str, SampleFeatures],

@@ -84,11 +84,19 @@ def _accepts_adapter(spec: str) -> bool:
     return name not in REMOTE_BACKENDS and "adapter" in inspect.signature(backend_class(name).__init__).parameters
 
 
-def _load_decider(folder: Path, settings: Any, backend: str | None, backend_options: dict[str, Any]) -> Decider:
+def _load_decider(folder: Path, settings: Any, backend: str | None, backend_options: dict[str, Any]) -> Any:
     """The decider of `folder` on its own or the given backend, its calibration read but its score cache kept in
-    memory only: serving must not grow the folder's cache file with every request."""
+    memory only: serving must not grow the folder's cache file with every request. A decider of another kind than
+    `lora` loads through its kind (it has no model backend to choose)."""
+    from kdsl.agents.decider_kinds import LORA, card_kind, load_decider
     from kdsl.models.base import load_backend
 
+    if card_kind(folder) != LORA:
+        if backend:
+            raise ConfigError(f"{folder}: a {card_kind(folder)} decider runs no language model; --backend is for "
+                              "lora deciders")
+        threads = backend_options.get("threads")
+        return load_decider(folder, settings, **({"threads": threads} if threads else {}))
     card = DeciderCard.load(folder)
     spec = backend_spec(backend, card)
     options = dict(backend_options)
@@ -227,10 +235,12 @@ class Predictor:
 
     @property
     def info(self) -> PredictorInfo:
-        card, model_info = self.decider.card, self.decider.backend.info
+        card = self.decider.card
+        model = getattr(self.decider, "backend", None)  # only a lora decider runs a language model
+        backend = f"{model.info.backend}:{model.info.model}" if model is not None else f"{card.kind}:{card.base_model}"
         return PredictorInfo(
             decider=card.name, folder=str(self.folder or ""), base_model=card.base_model,
-            backend=f"{model_info.backend}:{model_info.model}", adapter=model_info.adapter,
+            backend=backend, adapter=model.info.adapter if model is not None else None,
             policy=self.arbiter.config.policy, tasks=card.tasks, rules=len(self.rules),
             rules_source=self.rules_source, verify_stats=any(r.stats is not None for r in self.rules.rules),
             images=self.images, calibrated=bool(self.decider.calibration.temperatures),
@@ -291,7 +301,7 @@ class Predictor:
 
     def close(self) -> None:
         with self._lock:
-            self.decider.backend.close()
+            self.decider.close()
 
     def __enter__(self) -> Predictor:
         return self

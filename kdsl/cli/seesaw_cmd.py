@@ -22,7 +22,9 @@ app = typer.Typer(help="The seesaw: one joint decider vs one per task, same budg
 @friendly_errors
 def seesaw(
     data: Annotated[Path, typer.Option(help="A dataset with at least two tasks (MDSIRC).")],
-    model: Annotated[str, typer.Option(help="Base model of every decider.")] = DEFAULT_BASE,
+    kind: Annotated[str, typer.Option(help="Decider kind: `lora` (the paper's seesaw: one LLM, shared weights) or "
+                                           "`features` (a head per task: no seesaw by construction).")] = "lora",
+    model: Annotated[str, typer.Option(help="lora: base model of every decider.")] = DEFAULT_BASE,
     epochs: Annotated[float, typer.Option(help="Passes over each decider's search samples.")] = 1.0,
     seed: Annotated[int, typer.Option(help="Seed of the split and the training.")] = 0,
     rules: Annotated[list[Path] | None, typer.Option(help="Rules JSON file(s); default: accepted rules in memory.")]
@@ -37,12 +39,19 @@ def seesaw(
     Deciders already trained with the same config on the same data are reused, so a second run only evaluates.
     Example: kdsl seesaw --data ../shared/data/www2025-mdsirc
     """
+    from kdsl.agents.feature_decider import FeatureDeciderConfig
     from kdsl.training.config import TrainConfig
     from kdsl.training.seesaw import run_seesaw
 
     settings = Settings()
-    ensure_pack(model, settings)
-    config = TrainConfig(base_model=model, epochs=epochs, seed=seed, threads=threads)
+    if kind not in ("lora", "features"):
+        raise typer.BadParameter(f"unknown decider kind {kind!r}; kinds: lora, features")
+    config: TrainConfig | FeatureDeciderConfig
+    if kind == "features":
+        config = FeatureDeciderConfig(seed=seed)
+    else:
+        ensure_pack(model, settings)
+        config = TrainConfig(base_model=model, epochs=epochs, seed=seed, threads=threads)
     tasks = ["dialogue_intent", "image_scene"]
     rule_set, source = load_rules(rules, tasks, settings, use_memory=True)
     with progress_bar() as bar:

@@ -11,6 +11,7 @@ from kdsl.data.sample import Dataset, Sample
 from kdsl.errors import FeatureError
 from kdsl.tools.cache import sha256_file
 from kdsl.tools.features import SEPARATOR, FeatureTable, SampleFeatures, dialogue_fields
+from kdsl.tools.layout import image_size, layout_of
 from kdsl.tools.ocr import OcrTool
 from kdsl.tools.visual import VisualLabeler
 
@@ -53,6 +54,8 @@ class _ImageFeatures(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     text: str = ""
+    title: str = ""
+    bottom: str = ""
     labels: tuple[tuple[str, float], ...] = ()
 
 
@@ -158,12 +161,18 @@ class FeatureBuilder:
         return (self.ocr.calls if self.ocr else 0) + (self.labeler.calls if self.labeler else 0)
 
     def _one(self, path: str, digest: str) -> _ImageFeatures:
-        text = self.ocr(path, sha256=digest).text if self.ocr else ""
+        text = title = bottom = ""
+        if self.ocr:
+            lines = self.ocr.lines(path, sha256=digest)
+            text = SEPARATOR.join(ln.text for ln in lines)
+            if lines:
+                layout = layout_of(lines, *image_size(path))
+                title, bottom = layout.title, layout.bottom
         labels: tuple[tuple[str, float], ...] = ()
         if self.labeler:
             result = self.labeler(path, sha256=digest)
             labels = tuple(zip(result.labels, result.scores, strict=True))
-        return _ImageFeatures(text=text, labels=labels)
+        return _ImageFeatures(text=text, title=title, bottom=bottom, labels=labels)
 
     @staticmethod
     def _row(sample: Sample, per_image: dict[str, _ImageFeatures]) -> SampleFeatures:
@@ -176,6 +185,8 @@ class FeatureBuilder:
             sample_id=sample.id,
             **dialogue_fields(sample),
             image_text=SEPARATOR.join(f.text for f in found if f.text),
+            image_title=SEPARATOR.join(f.title for f in found if f.title),
+            image_bottom=SEPARATOR.join(f.bottom for f in found if f.bottom),
             # Union over the sample's images, best score first; ties keep first-seen order (sorted is stable).
             image_labels=tuple(sorted(best, key=lambda label: -best[label])),
         )

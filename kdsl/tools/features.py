@@ -1,7 +1,8 @@
 """What a rule or a text-only model sees of a sample: named text fields.
 
-The dialogue fields come straight from the turns; `image_text` (OCR) and `image_labels` (visual classes) come
-from the feature tools and are filled in by `kdsl.tools.builder`.
+The dialogue fields come straight from the turns; `image_text` (OCR), `image_title` / `image_bottom` (the OCR lines
+of a screenshot's title band and bottom bar, see `kdsl.tools.layout`) and `image_labels` (visual classes) come from
+the feature tools and are filled in by `kdsl.tools.builder`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from kdsl.data.sample import Sample
 from kdsl.errors import DataError
 
-FieldName = Literal["user_text", "last_user_text", "agent_text", "image_text", "image_labels", "all_text"]
+FieldName = Literal[
+    "user_text", "last_user_text", "agent_text", "image_text", "image_title", "image_bottom", "image_labels", "all_text"
+]
 FIELDS: tuple[str, ...] = get_args(FieldName)
 
 # Joins turns and OCR lines inside one field; a rule term never spans it because terms cannot contain newlines.
@@ -33,6 +36,8 @@ class SampleFeatures(BaseModel):
     last_user_text: str = ""
     agent_text: str = ""
     image_text: str = ""
+    image_title: str = ""
+    image_bottom: str = ""
     image_labels: tuple[str, ...] = ()
 
     @property

@@ -155,6 +155,10 @@ class OcrTool:
             )
         return reading_order(lines)
 
+    def lines(self, image_path: str | Path, *, sha256: str | None = None) -> list[OcrLine]:
+        """The lines with a score of at least `min_score`, with their boxes, in reading order (cached)."""
+        return [ln for ln in self.raw_lines(image_path, sha256=sha256) if ln.score >= self.min_score and ln.text]
+
     def __call__(self, image_path: str | Path, *, sha256: str | None = None) -> OcrResult:
         """OCR one image. Raises FeatureError naming the file when it is missing or not a readable image.
 
@@ -162,9 +166,7 @@ class OcrTool:
             image_path: the image file.
             sha256: its content hash when the caller already has it (skips re-reading the file).
         """
-        kept = [
-            ln for ln in self.raw_lines(image_path, sha256=sha256) if ln.score >= self.min_score and ln.text
-        ]
+        kept = self.lines(image_path, sha256=sha256)
         return OcrResult(lines=tuple(ln.text for ln in kept), scores=tuple(ln.score for ln in kept))
 
     def __repr__(self) -> str:

@@ -24,6 +24,8 @@ logger = logging.getLogger(__name__)
 
 TOOL = "visual"
 TOOL_EMBED = "visual-embed"
+TOOL_TILES = "visual-tiles"
+TILES = 3  # horizontal bands, top to bottom: a screenshot's header, body and bottom bar
 MODEL_NAME = "efficientnet-lite0"
 IMAGE_SIZE = 224
 EMBED_DIM = 1280
@@ -171,6 +173,40 @@ class VisualLabeler:
             self.cache.put(TOOL, version, key, top)
             self.cache.put(TOOL_EMBED, version, key, emb)
         return top, emb
+
+    def embed_tiles(self, image_path: str | Path, *, sha256: str | None = None) -> np.ndarray:
+        """Pooled features of the image's top, middle and bottom thirds: (3, 1280) float32, cached by content.
+
+        The centre crop of `embed` sees only the middle of a tall screenshot; the bands, each squeezed to the
+        network's square input, keep the header and the bottom bar, where page types differ most.
+        """
+        path = Path(image_path)
+        key = sha256 or sha256_file(path)
+        version = f"{self.engine_version};tiles={TILES},squash"
+        if self.cache is not None:
+            hit = self.cache.get(TOOL_TILES, version, key)
+            if hit is not None:
+                return hit
+        from PIL import Image as PILImage
+
+        image = open_rgb(path)
+        w, h = image.size
+        bands = [image.crop((0, h * i // TILES, w, max(h * (i + 1) // TILES, h * i // TILES + 1)))
+                 .resize((IMAGE_SIZE, IMAGE_SIZE), PILImage.BICUBIC) for i in range(TILES)]
+        x = np.stack([(np.asarray(b, dtype=np.float32) - 127.0) / 128.0 for b in bands]).transpose(0, 3, 1, 2)
+        model = self._load()
+        import torch
+
+        self.calls += 1
+        try:
+            with torch.inference_mode():
+                pooled = model.extract_features(torch.from_numpy(np.ascontiguousarray(x))).mean(dim=(2, 3))
+        except RuntimeError as e:
+            raise FeatureError(f"{path}: visual model failed ({e})") from e
+        out = pooled.numpy().astype(np.float32)
+        if self.cache is not None:
+            self.cache.put(TOOL_TILES, version, key, out)
+        return out
 
     def __call__(self, image_path: str | Path, *, sha256: str | None = None) -> VisualResult:
         """The top-k ImageNet classes of one image. Raises FeatureError naming an unreadable file.

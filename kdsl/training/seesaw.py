@@ -2,8 +2,9 @@
 do the rules win that loss back?
 
 Every decider gets the same training config (epochs, learning rate, seed): each task's samples are seen equally
-often by its own decider and by the joint one. A decider already trained with that config on the same data is
-reused, so the report can be rebuilt without retraining.
+often by its own decider and by the joint one. The `features` kind fits a separate head per task, so it has no
+seesaw by construction; running it here shows that (delta 0) beside the LoRA kind. A decider already trained with
+that config on the same data is reused, so the report can be rebuilt without retraining.
 """
 
 from __future__ import annotations
@@ -11,16 +12,21 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from kdsl.agents.decider import Decider, DeciderCard, deciders_dir
+from kdsl.agents.decider import DeciderCard, deciders_dir
+from kdsl.agents.decider_kinds import load_decider
 from kdsl.agents.evaluation import DECIDER, EvaluationReport, together
+from kdsl.agents.feature_decider import HEADS, FeatureDeciderConfig
 from kdsl.config import Settings
 from kdsl.rules import PairedBootstrap, RuleSet, paired_bootstrap
 from kdsl.training.config import TrainConfig
 from kdsl.training.lora import StepHook
-from kdsl.training.workflow import PreparedData, evaluate_decider, prepare, train_and_calibrate
+from kdsl.training.workflow import PreparedData, evaluate_decider, fit_features_decider, prepare, train_and_calibrate
+
+DeciderConfig = TrainConfig | FeatureDeciderConfig
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +53,7 @@ class SeesawReport(BaseModel):
     rows: tuple[SeesawRow, ...]
 
 
-def _find_trained(settings: Settings, config: TrainConfig, fingerprint: str, tasks: list[str]) -> Path | None:
+def _find_trained(settings: Settings, config: DeciderConfig, fingerprint: str, tasks: list[str]) -> Path | None:
     """A decider folder trained with exactly this config on this data and these tasks, if one exists."""
     # Threads change speed, not what is learned: a decider trained with another thread count is the same decider.
     wanted = config.model_dump(mode="json", exclude={"threads"})
@@ -59,15 +65,16 @@ def _find_trained(settings: Settings, config: TrainConfig, fingerprint: str, tas
         t = card.training
         trained = {k: v for k, v in (t.get("config") or {}).items() if k != "threads"}
         if (trained == wanted and t.get("fingerprint") == fingerprint and sorted(card.tasks) == sorted(tasks)
-                and (card_path.parent / "calibration.json").is_file() and (card_path.parent / "split.json").is_file()):
+                and any((card_path.parent / f).is_file() for f in ("calibration.json", HEADS))
+                and (card_path.parent / "split.json").is_file()):
             return card_path.parent
     return None
 
 
 def _decider_for(
-    prepared: PreparedData, tasks: list[str], config: TrainConfig, settings: Settings, data: str | Path,
+    prepared: PreparedData, tasks: list[str], config: DeciderConfig, settings: Settings, data: str | Path,
     images: bool, on_step: StepHook | None, progress: Callable[[int], None] | None,
-) -> tuple[Decider, PreparedData]:
+) -> tuple[Any, PreparedData]:
     subset = prepared if sorted(tasks) == sorted(prepared.dataset.tasks) else PreparedData(
         dataset=prepared.dataset.for_task(tasks[0]),
         split=prepared.split.model_copy(update={p: tuple(i for i in prepared.split.ids(p)  # type: ignore[arg-type]
@@ -77,18 +84,23 @@ def _decider_for(
     train_part = subset.part("search")
     found = _find_trained(settings, config, train_part.fingerprint(), tasks)
     if found is None:
-        name = f"seesaw-{'+'.join(tasks) if len(tasks) < len(prepared.dataset.tasks) else 'joint'}-s{config.seed}"
+        which = "+".join(tasks) if len(tasks) < len(prepared.dataset.tasks) else "joint"
+        kind = "features-" if isinstance(config, FeatureDeciderConfig) else ""
+        name = f"seesaw-{kind}{which}-s{config.seed}"
         found = deciders_dir(settings) / name
         logger.info("training %s", name)
-        train_and_calibrate(subset, found, config, settings, name=name, data_path=data, images=images,
-                            on_step=on_step, progress=progress)
+        if isinstance(config, FeatureDeciderConfig):
+            fit_features_decider(subset, found, config, settings, name=name, data_path=data, images=images)
+        else:
+            train_and_calibrate(subset, found, config, settings, name=name, data_path=data, images=images,
+                                on_step=on_step, progress=progress)
     else:
         logger.info("reusing %s", found)
-    return Decider.load(found, settings), subset
+    return load_decider(found, settings), subset
 
 
 def run_seesaw(
-    data: str | Path, settings: Settings, config: TrainConfig, rules: RuleSet, *, seed: int = 0,
+    data: str | Path, settings: Settings, config: DeciderConfig, rules: RuleSet, *, seed: int = 0,
     images: bool = True, on_stage: Callable[[str], None] | None = None, on_step: StepHook | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> SeesawReport:

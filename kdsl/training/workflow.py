@@ -1,8 +1,9 @@
 """The decider's workflow around a folder under KDSL_HOME/deciders: prepare data, train, calibrate, evaluate.
 
-A decider folder holds everything needed to evaluate or serve it later without retraining: the card
-(base model, prompt, label spaces, training record, where the data came from), the peft adapter, the split it was
-trained on, its calibration and a cache of label scores.
+A decider folder holds everything needed to evaluate or serve it later without retraining: the card (its kind,
+training record, label spaces, where the data came from), the split it was trained on, its calibration, and the
+kind's learned state: the peft adapter and a cache of label scores (`lora`), or the heads' arrays (`features`).
+Both kinds train on the search split only, so verify stays unseen for the arbiter and the rules' statistics.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ from kdsl.agents.collaboration import Collaboration as Collaboration
 from kdsl.agents.decider import Calibration, Decider, DeciderCard
 from kdsl.agents.decider import decider_folder as decider_folder
 from kdsl.agents.decider import deciders_dir as deciders_dir
+from kdsl.agents.decider_kinds import default_encoders, load_decider
 from kdsl.agents.evaluation import EvaluationReport, evaluate, fit_arbiters, search_fallback, with_verify_stats
+from kdsl.agents.feature_decider import FeatureDecider, FeatureDeciderConfig
 from kdsl.config import Settings
 from kdsl.data import Dataset, Split, SplitConfig, load_dataset, split_dataset
 from kdsl.errors import ConfigError
@@ -89,26 +92,45 @@ def train_and_calibrate(
                            on_step=on_step)
     prepared.split.save(folder / SPLIT_FILE)
     card = DeciderCard.load(folder)
-    card.model_copy(update={"training": {**card.training, "data_path": str(data_path or prepared.dataset.source),
+    data_file = str(Path(data_path or prepared.dataset.source).resolve())
+    card.model_copy(update={"training": {**card.training, "data_path": data_file,
                                          "images": images, "tasks": list(prepared.dataset.tasks)}}).save(folder)
     decider = Decider.load(folder, settings)
     calibration = decider.calibrate(prepared.part("verify"), prepared.features, progress)
     return result, calibration
 
 
-def load_trained(folder: Path, settings: Settings, *, progress: bool = True,
-                 threads: int | None = None) -> tuple[Decider, PreparedData]:
-    """A trained decider and the data it was trained on (same split, features rebuilt from the cache)."""
+def fit_features_decider(
+    prepared: PreparedData, folder: Path, config: FeatureDeciderConfig, settings: Settings, *, name: str,
+    data_path: str | Path | None = None, images: bool = True, threads: int | None = None,
+    progress: Progress | None = None,
+) -> FeatureDecider:
+    """Fit the CPU decider on the search split (calibrated on its out-of-fold predictions) and write its folder."""
+    search = prepared.part("search")
+    encoders = default_encoders(settings, images=images, threads=threads)
+    decider = FeatureDecider(config, encoders, name=name).fit(search.samples, prepared.features,
+                                                              prepared.dataset.label_spaces, progress)
+    decider.save(folder, extra={"data_path": str(Path(data_path or prepared.dataset.source).resolve()),
+                                "data": search.name, "fingerprint": search.fingerprint(), "images": images,
+                                "tasks": list(prepared.dataset.tasks)})
+    prepared.split.save(folder / SPLIT_FILE)
+    return decider
+
+
+def load_trained(folder: Path, settings: Settings, *, progress: bool = True, threads: int | None = None):
+    """A trained decider of any kind and the data it was trained on (same split, features rebuilt from the cache)."""
     card = DeciderCard.load(folder)
     data_path = card.training.get("data_path")
     if not data_path:
         raise ConfigError(f"{folder}: the card does not say which data trained it; retrain with `kdsl train`")
+    if not Path(data_path).exists():
+        raise ConfigError(f"{folder}: the data it was trained on, {data_path}, is gone; put it back or retrain")
     prepared = prepare(data_path, settings, tasks=list(card.tasks), split_path=folder / SPLIT_FILE,
                        images=bool(card.training.get("images", True)), progress=progress)
-    return Decider.load(folder, settings, **({"threads": threads} if threads else {})), prepared
+    return load_decider(folder, settings, **({"threads": threads} if threads else {})), prepared
 
 
-def fit_collaboration(decider: Decider, prepared: PreparedData, rules: RuleSet,
+def fit_collaboration(decider: Decider | FeatureDecider, prepared: PreparedData, rules: RuleSet,
                       progress: Progress | None = None) -> Collaboration:
     """Measure the rules on verify and fit the arbiters there (calibrating the decider first if needed)."""
     if not decider.calibration.temperatures:
@@ -121,7 +143,7 @@ def fit_collaboration(decider: Decider, prepared: PreparedData, rules: RuleSet,
 
 
 def evaluate_decider(
-    decider: Decider, prepared: PreparedData, rules: RuleSet, *, test: Dataset | None = None,
+    decider: Decider | FeatureDecider, prepared: PreparedData, rules: RuleSet, *, test: Dataset | None = None,
     test_features: FeatureTable | None = None, progress: Progress | None = None,
 ) -> EvaluationReport:
     """Evaluate on the sealed test split, or on `test` (a user's labeled file) when given.

@@ -144,7 +144,9 @@ def test_semantic_search_finds_a_chinese_rule_from_a_paraphrase(memory):
     ]
     for r in rules:
         memory.add(r)
-    hits = memory.search("这个东西卖完了，啥时候能再到货？", k=3)
+    # Not "这个东西卖完了，啥时候能再到货？": e5-small scores it 0.8758 for both 何时上货 and 是否会生锈, a tie that
+    # the CPU's float rounding broke either way on different machines.
+    hits = memory.search("现在缺货，什么时候能再有货？", k=3)
     assert hits[0].rule.label == "何时上货"
     assert hits[0].score > hits[-1].score and len(hits) == 3
     assert memory.search("这个杯子是什么材料的", k=1)[0].rule.label == "商品材质"
