@@ -29,7 +29,8 @@ _TEXT: dict[str, dict[str, str]] = {
         "task": "任务：{task}（当前加权 F1 {f1:.2f}）",
         "labels": "标签：",
         "fields": "字段：user_text=用户的话，last_user_text=用户最后一句，agent_text=客服的话，"
-                  "image_text=图片中的文字，image_labels=图片的视觉类别，all_text=全部文字",
+                  "image_text=图片中的文字，image_title=截图顶部标题栏的文字，image_bottom=截图底部按钮栏的文字，"
+                  "image_labels=图片的视觉类别，all_text=全部文字",
         "rules": "当前规则（id | 标签 | 条件 | 命中数 | 精确率）：",
         "no_rules": "当前规则：无",
         "confusions": "主要混淆（真实 → 预测：次数）：",
@@ -53,7 +54,8 @@ _TEXT: dict[str, dict[str, str]] = {
         "task": "Task: {task} (current weighted F1 {f1:.2f})",
         "labels": "Labels: ",
         "fields": "Fields: user_text=what the user said, last_user_text=the user's last turn, agent_text=what the "
-                  "agent said, image_text=text in the images, image_labels=visual classes of the images, "
+                  "agent said, image_text=text in the images, image_title=text in a screenshot's title band, "
+                  "image_bottom=text in its bottom bar, image_labels=visual classes of the images, "
                   "all_text=everything",
         "rules": "Current rules (id | label | condition | support | precision):",
         "no_rules": "Current rules: none",

@@ -143,6 +143,7 @@ class FeatureDecider:
         self.config = config or FeatureDeciderConfig()
         self.encoders = encoders or Encoders(None, None)
         self.name = name
+        self.provenance: dict[str, Any] = {}  # where the data came from (data path, split fingerprint), for the card
         self.folder: Path | None = None
         self.cache_limit: int | None = None  # interface parity with the LoRA decider: nothing to bound here
 
@@ -295,12 +296,17 @@ class FeatureDecider:
 
     def _record(self) -> dict[str, Any]:
         return {
+            **self.provenance,
             "kind": KIND, "config": self.config.model_dump(mode="json"),
             "heads": {t: h.model_dump(mode="json") for t, h in self.heads_.items()},
             "encoders": self.encoders.versions(), "kdsl_version": _dist_version("kdsl"),
             "sklearn_version": _dist_version("scikit-learn"), "fit_seconds": round(self.fit_seconds_, 2),
             "trained_ids": list(self.trained_ids_),
         }
+
+    @staticmethod
+    def _record_keys() -> tuple[str, ...]:
+        return ("kind", "config", "heads", "encoders", "kdsl_version", "sklearn_version", "fit_seconds", "trained_ids")
 
     def save(self, folder: str | Path, extra: dict[str, Any] | None = None) -> Path:
         """Write the decider folder: card (with the training record), head arrays and vocabularies."""
@@ -322,10 +328,8 @@ class FeatureDecider:
         np.savez_compressed(tmp, **arrays)
         tmp.replace(folder / HEADS)
         write_json_atomic(folder / VOCAB, vocab)
-        card = self.card
-        if extra:
-            card = card.model_copy(update={"training": {**card.training, **extra}})
-        card.save(folder)
+        self.provenance.update(extra or {})
+        self.card.save(folder)
         self.folder = folder
         return folder
 
@@ -359,6 +363,8 @@ class FeatureDecider:
                 get = {k.rsplit("__", 1)[1]: v for k, v in arrays.items() if k.startswith(f"t{ti}__{b}__")}
                 decider.encodings_[task][b] = BlockEncoding.from_state(block, get, vocab.get(task, {}).get(b, []))
                 decider.coefs_[task][b] = (get["coef"], get["intercept"], get["seen"])
+        learned = set(decider._record_keys())
+        decider.provenance = {k: v for k, v in record.items() if k not in learned}
         decider.trained_ids_ = tuple(record.get("trained_ids", ()))
         decider.fit_seconds_ = float(record.get("fit_seconds", 0.0))
         decider.calibration = Calibration(temperatures={t: h.temperature for t, h in decider.heads_.items()},

@@ -103,7 +103,8 @@ def test_train_and_eval_commands(settings, small, tmp_path, monkeypatch):
                         statement=f"mentions {term}"),)).save(tmp_path / "rules.json")
     runner = CliRunner()
     name = f"test-{os.getpid()}"
-    got = runner.invoke(app, ["train", "--data", str(data), "--model", SMOLLM2, "--name", name, "--epochs", "2",
+    got = runner.invoke(app, ["train", "--data", str(data), "--kind", "lora", "--model", SMOLLM2, "--name", name,
+                              "--epochs", "2",
                               "--batch-size", "4", "--layers-fraction", "1", "--learning-rate", "0.002",
                               "--no-images"])
     assert got.exit_code == 0, got.output
