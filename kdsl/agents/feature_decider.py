@@ -164,6 +164,7 @@ class FeatureDecider:
             raise ConfigError("no labeled samples to fit the decider on")
         self.label_spaces_ = {t: tuple(label_spaces[t]) for t in label_spaces}
         self.heads_: dict[str, TaskHead] = {}
+        self.oof_: dict[str, dict[str, np.ndarray]] = {}
         self.encodings_: dict[str, dict[str, BlockEncoding]] = {}
         self.coefs_: dict[str, dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
         for task in tasks:
@@ -215,6 +216,7 @@ class FeatureDecider:
         z = sum(w * oof[b] for b, w in weights.items())
         temperature = _temperature(z, y)
         calibrated = _normalise(z / temperature)
+        self.oof_[task] = {s.id: np.exp(row) for s, row in zip(rows, calibrated, strict=True)}
         self.coefs_[task] = {b: fit_linear(matrices[b], y, chosen_c[b], cfg.seed, sparse_text=BLOCKS_BY_NAME[b].is_text)
                              for b in weights}
         self.encodings_[task] = {b: encodings[b] for b in weights}
@@ -283,6 +285,26 @@ class FeatureDecider:
             progress(len(samples))
         return [LabelDistribution(sample_id=s.id, task=s.task, labels=self.candidates(s),
                                   probs=tuple(float(p) for p in ps)) for s, ps in zip(samples, probs, strict=True)]
+
+    def out_of_fold(self) -> list[LabelDistribution]:
+        """The calibrated distributions of the training samples from heads that were not fitted on them.
+
+        Each block's probability for a sample comes from the fold whose heads never saw it; the blocks' weights and
+        temperatures are fitted on all of these out-of-fold predictions (a stacking step: labels enter only through
+        a few numbers per task). This is what a discovery session rewards rules against, so that the search looks
+        for rules where the decider errs on samples it did not learn, not where it memorised them.
+        """
+        self._check_fitted()
+        out = []
+        for task, by_id in self.oof_.items():
+            classes = self.heads_[task].classes
+            space = self.label_spaces_[task]
+            for sample_id, probs in by_id.items():
+                by_label = dict(zip(classes, probs, strict=True))
+                p = np.array([by_label.get(lab, 0.0) for lab in space])
+                out.append(LabelDistribution(sample_id=sample_id, task=task, labels=space,
+                                             probs=tuple(float(x) for x in p / p.sum())))
+        return out
 
     def calibrate(self, *_: Any, **__: Any) -> Calibration:
         """Already calibrated at fit time, on out-of-fold predictions; returns that calibration."""
@@ -355,6 +377,7 @@ class FeatureDecider:
             raise ModelError(f"{folder}: cannot read the decider's heads ({e}); retrain with `kdsl train`") from e
         decider.label_spaces_ = {t: tuple(v) for t, v in card.label_spaces.items()}
         decider.heads_ = {t: TaskHead.model_validate(h) for t, h in record["heads"].items()}
+        decider.oof_ = {}  # out-of-fold predictions belong to the fit; a loaded decider has none
         decider.encodings_, decider.coefs_ = {}, {}
         for ti, (task, head) in enumerate(decider.heads_.items()):
             decider.encodings_[task], decider.coefs_[task] = {}, {}

@@ -82,6 +82,9 @@ def discover(
     min_support: Annotated[int, typer.Option(help="Verify: least support.")] = 3,
     min_precision_lower: Annotated[float, typer.Option(help="Verify: least precision lower bound.")] = 0.5,
     min_precision: Annotated[float, typer.Option(help="Verify: least precision.")] = 0.9,
+    decider: Annotated[str, typer.Option(help="What the rules decide with: `features` (the CPU decider, fitted "
+                                              "on the search split; rules are sought where it errs) or `majority`.")]
+    = "features",
     resume: Annotated[str | None, typer.Option(help="Continue session ID from its last checkpoint.")] = None,
 ) -> None:
     """Run a discovery session: prepare, search, verify, (review), commit, evaluate, report.
@@ -106,7 +109,8 @@ def discover(
             config = SessionConfig(data=data, task=task, author=author, strategy=strategy, iterations=iterations,
                                    budget_seconds=budget_seconds, budget_tokens=budget_tokens, seed=seed,
                                    review=review, images=not no_images, min_support=min_support,
-                                   min_precision_lower=min_precision_lower, min_precision=min_precision)
-            live.update("preparing (load, split, featurize) ...")
+                                   min_precision_lower=min_precision_lower, min_precision=min_precision,
+                                   decider=decider)
+            live.update("preparing (load, split, featurize, fit the decider) ...")
             outcome = run_session(config, settings, on_iteration=show, review_fn=review_fn)
     _print_outcome(outcome)

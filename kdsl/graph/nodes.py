@@ -38,6 +38,9 @@ SPLIT, FEATURES, GOLD, RULES, PROGRESS, SEARCH = (
     "split.json", "features.jsonl", "gold.json", "rules.json", "progress.json", "search.json")
 VERDICT, EVALUATION, REPORT, EVENTS, COMMITTED = (
     "verdict.json", "evaluation.json", "report.json", "events.jsonl", "committed.json")
+# The session's decider (a deployable `features` decider folder) and its predictions on each part: out-of-fold on
+# search, from the final fit on verify and test.
+DECIDER_DIR, DECIDER_PREDICTIONS = "decider", "decider_predictions.json"
 
 
 def read_json(path: Path) -> Any:
@@ -71,10 +74,10 @@ class TracedProposer:
 
 
 class _Part:
-    """One split part of the task, ready to score rules on: engine, gold labels (labeled samples only)."""
+    """One split part of the task, ready to score rules on: engine, sample ids and gold labels (labeled only)."""
 
-    def __init__(self, engine: RuleEngine, gold: list[str]):
-        self.engine, self.gold = engine, gold
+    def __init__(self, engine: RuleEngine, ids: list[str], gold: list[str]):
+        self.engine, self.ids, self.gold = engine, ids, gold
 
 
 class SessionNodes:
@@ -118,13 +121,47 @@ class SessionNodes:
             ids = [i for i in split.ids(part) if gold_by_id.get(i) is not None]  # type: ignore[arg-type]
             table = self._table(state)
             engine = RuleEngine(table.rows(ids), [state["task"]] * len(ids))
-            self._parts[key] = _Part(engine, [str(gold_by_id[i]) for i in ids])
+            self._parts[key] = _Part(engine, ids, [str(gold_by_id[i]) for i in ids])
         return self._parts[key]
 
     def _fallback_label(self, state: SessionState) -> str:
-        """The 'decider' until the decider lands: the majority label of the search split."""
+        """The majority label of the search split (what the rules-alone mode says where no rule fires)."""
         gold = self._part(state, "search").gold
         return majority_fallback(gold, [state["task"]] * len(gold))[state["task"]]
+
+    def _fallback(self, state: SessionState, part: str) -> list[str]:
+        """What the rules decide together with on each sample of a part: the decider's label (out-of-fold on
+        search), or the majority label when the session runs without a decider."""
+        ids = self._part(state, part).ids
+        path = Path(state["session_dir"]) / DECIDER_PREDICTIONS
+        if self.config.decider == "majority" or not path.is_file():
+            return [self._fallback_label(state)] * len(ids)
+        predicted = read_json(path)["parts"][part]
+        return [predicted[i] for i in ids]
+
+    def _fit_decider(self, dataset: Any, split: Split, table: FeatureTable, folder: Path) -> dict:
+        """Fit the features decider on the search split, keep it in the session folder, and write its labels:
+        out-of-fold on search (the search never reads a prediction of a model fitted on that sample), from the
+        final fit on verify and test."""
+        from kdsl.agents.decider_kinds import default_encoders
+        from kdsl.agents.feature_decider import FeatureDecider, FeatureDeciderConfig
+
+        cfg = self.config
+        search = [dataset.get(i) for i in split.search if dataset.get(i).label is not None]
+        decider = FeatureDecider(FeatureDeciderConfig(seed=cfg.seed), default_encoders(self.settings,
+                                 images=cfg.images), name=f"session-{folder.name}")
+        decider.fit(search, table, dataset.label_spaces)
+        decider.save(folder / DECIDER_DIR, extra={"data_path": str(Path(cfg.data).resolve()), "images": cfg.images,
+                                                  "tasks": [cfg.task], "fingerprint": dataset.fingerprint()})
+        split.save(folder / DECIDER_DIR / SPLIT)
+        parts = {"search": {d.sample_id: d.best for d in decider.out_of_fold()}}
+        for part in ("verify", "test"):
+            samples = [dataset.get(i) for i in split.ids(part)]  # type: ignore[arg-type]
+            parts[part] = {d.sample_id: d.best for d in decider.predict(samples, table)}
+        head = decider.heads_[cfg.task]
+        write_json(folder / DECIDER_PREDICTIONS, {"decider": "features", "blocks": head.blocks,
+                                                  "cv_accuracy": head.oof_accuracy, "parts": parts})
+        return {"decider_cv_accuracy": head.oof_accuracy, "decider_seconds": round(decider.fit_seconds_, 1)}
 
     def _proposer(self, state: SessionState) -> Any:
         spec = self.config.author
@@ -159,9 +196,10 @@ class SessionNodes:
         table.save(folder / FEATURES)
         write_json(folder / GOLD, {"task": cfg.task, "labels": list(dataset.label_spaces[cfg.task]),
                                    "gold": {s.id: s.label for s in dataset.samples}})
+        fitted = self._fit_decider(dataset, split, table, folder) if cfg.decider == "features" else {}
         return {"split_path": str(folder / SPLIT), "features_path": str(folder / FEATURES),
                 "gold_path": str(folder / GOLD), "n_search": len(split.search), "n_verify": len(split.verify),
-                "n_test": len(split.test)}
+                "n_test": len(split.test), **fitted}
 
     def discover(self, state: SessionState) -> dict:
         """Search rule sets on the search split. After each iteration the best set so far and the spent budgets go
@@ -169,7 +207,7 @@ class SessionNodes:
         cfg, folder, task = self.config, Path(state["session_dir"]), state["task"]
         rules_path, progress_path = folder / RULES, folder / PROGRESS
         part = self._part(state, "search")
-        fallback = [self._fallback_label(state)] * len(part.gold)
+        fallback = self._fallback(state, "search")
         reward = Reward(part.engine, part.gold, fallback, task=task)
         labels = read_json(Path(state["gold_path"]))["labels"]
         table = self._table(state)
@@ -287,7 +325,8 @@ class SessionNodes:
         return {"committed": committed}
 
     def evaluate(self, state: SessionState) -> dict:
-        """On the sealed test split: the accepted rules alone, the fallback alone, and the two together."""
+        """On the sealed test split: the accepted rules alone, the decider (or the majority label) alone, and the
+        two together (a rule that fires decides; elsewhere the decider does)."""
         cfg, folder = self.config, Path(state["session_dir"])
         part = self._part(state, "test")
         verdict = Verdict.model_validate_json(Path(state["verdict_path"]).read_text(encoding="utf-8"))
@@ -295,10 +334,11 @@ class SessionNodes:
         rules = [r for r in RuleSet.load(state["rules_path"]) if r.id in set(state["accepted"])]
         prediction = part.engine.predict(rules, [confidence[r.id] for r in rules])
         rule_pred = list(prediction.labels)
-        base = [self._fallback_label(state)] * len(part.gold)
+        base = self._fallback(state, "test")
         together = with_fallback(rule_pred, base)
         boot = paired_bootstrap(part.gold, together, base, seed=cfg.seed)
-        evaluation = {"split": "test", "n": len(part.gold), "fallback_name": "majority label",
+        name = "features decider" if (folder / DECIDER_PREDICTIONS).is_file() else "majority label"
+        evaluation = {"split": "test", "n": len(part.gold), "fallback_name": name,
                       "rules": score(part.gold, rule_pred).model_dump(),
                       "fallback": score(part.gold, base).model_dump(),
                       "rules_with_fallback": score(part.gold, together).model_dump(),

@@ -60,6 +60,10 @@ class SessionConfig(BaseModel):
     min_precision_lower: float = Field(0.5, ge=0, le=1, description="Verify: least Wilson lower bound of precision.")
     min_precision: float = Field(0.9, ge=0, le=1, description="Verify: least empirical precision on verify.")
     memory: Path | None = Field(None, description="Rule memory folder (default: KDSL_HOME/memory).")
+    decider: Literal["features", "majority"] = Field(
+        "features", description="What the rules decide together with: 'features' (the CPU decider, fitted on the "
+        "search split; the search rewards rules by how they fix its out-of-fold predictions there, the sealed test "
+        "compares rules + decider with the decider alone) or 'majority' (the search split's majority label).")
 
     @field_validator("author")
     @classmethod

@@ -18,6 +18,8 @@ class SessionState(TypedDict, total=False):
     n_search: int
     n_verify: int
     n_test: int
+    decider_cv_accuracy: float
+    decider_seconds: float
     # discover
     rules_path: str
     iterations: int

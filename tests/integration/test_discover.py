@@ -34,7 +34,8 @@ def _accepted_in_memory(settings: Settings) -> list:
 
 def test_full_session_with_the_cli(home):
     result = CliRunner().invoke(discover_cmd.app, [
-        "--data", str(DATA), "--task", TASK, "--iterations", "150", "--seed", "1", "--no-images", *LOOSE])
+        "--data", str(DATA), "--task", TASK, "--iterations", "150", "--seed", "1", "--no-images", "--decider",
+        "majority", *LOOSE])
     assert result.exit_code == 0, result.output
     [folder] = list(home.sessions_dir.iterdir())
     assert folder.name in result.output and "test split" in result.output
@@ -63,6 +64,7 @@ def test_full_session_with_the_cli(home):
 
 def test_review_interrupt_keeps_only_what_the_person_keeps(home):
     config = SessionConfig(data=DATA, task=TASK, author="ngram", iterations=150, seed=1, images=False, review=True,
+                           decider="majority",
                            min_support=1, min_precision_lower=0.15)
     paused = run_session(config, home)
     assert paused.paused and paused.state["accepted"]
@@ -74,7 +76,7 @@ def test_review_interrupt_keeps_only_what_the_person_keeps(home):
 
 def test_sigkill_in_the_search_then_resume(home, tmp_path):
     args = ["--data", str(DATA), "--task", TASK, "--iterations", "100000", "--budget-seconds", "6", "--seed", "2",
-            "--no-images", *LOOSE]
+            "--no-images", "--decider", "majority", *LOOSE]
     code = "import sys; from kdsl.cli.discover_cmd import app; sys.argv[0] = 'kdsl-discover'; app()"
     proc = subprocess.Popen([sys.executable, "-c", code, *args], env={**os.environ, "KDSL_HOME": str(home.home)},
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -17,7 +17,7 @@ def test_session_with_the_smollm2_author(mdsirc_path, tmp_path):
     settings = Settings(home=tmp_path)
     pull("smollm2-135m-instruct", settings, progress=False)
     config = SessionConfig(data=mdsirc_path, task="dialogue_intent", author="llama_cpp:smollm2-135m-instruct",
-                           iterations=2, k=2, author_max_tokens=400, images=False, seed=0)
+                           iterations=2, k=2, author_max_tokens=400, images=False, seed=0, decider="majority")
     outcome = run_session(config, settings)
 
     folder = outcome.session_dir

@@ -15,7 +15,7 @@ runner = CliRunner()
 def test_list_and_trace_a_finished_session(mdsirc_path, tmp_path, monkeypatch):
     monkeypatch.setenv("KDSL_HOME", str(tmp_path))
     ran = runner.invoke(app, ["discover", "--data", str(mdsirc_path), "--task", "dialogue_intent", "--iterations",
-                              "30", "--seed", "3", "--no-images", "--author", "ngram"])
+                              "30", "--seed", "3", "--no-images", "--author", "ngram", "--decider", "majority"])
     assert ran.exit_code == 0, ran.output
 
     (listed,) = json.loads(runner.invoke(app, ["sessions", "list", "--json"]).stdout)
