@@ -48,7 +48,7 @@ def serve(
     threads: ThreadsOpt = None,
     host: Annotated[str, typer.Option(help="Interface to listen on (0.0.0.0 exposes it to the network).")]
     = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port (1-65535).")] = 8000,
     request_timeout: Annotated[float | None, typer.Option(help="Seconds a request may take (default 120, or "
                                                                 "KDSL_SERVE_REQUEST_SECONDS).")] = None,
     max_samples: Annotated[int | None, typer.Option(help="Samples per request (default 64).")] = None,

@@ -135,6 +135,15 @@ async def _send_json(send: Send, status: int, body: bytes) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+def _encodable(text: str) -> bool:
+    """JSON may carry lone surrogates (\\ud800) that no UTF-8 text can hold; they would fail deep in the model."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _sample_id(s: SampleIn, images: list[bytes]) -> str:
     """A content digest: what the decision depends on (task, turns, images, candidates), never the client's id, so
     two requests sending the same dialogue share a score and two different ones never collide."""
@@ -165,6 +174,11 @@ def _to_samples(body: PredictRequest, predictor: Predictor, limits: ServeLimits,
         if len(s.images) > limits.max_images:
             raise ApiError(413, "too_many_images", f"{len(s.images)} images; the limit is {limits.max_images} "
                                                    "per sample", item=i)
+        bad = next((j for j, t in enumerate(s.turns) if not _encodable(t.text)), None)
+        if bad is not None or not all(_encodable(c) for c in s.candidates or ()):
+            where = f"turn {bad}" if bad is not None else "a candidate label"
+            raise ApiError(422, "invalid_text", f"{where} is not valid Unicode text (a lone surrogate such as "
+                                                "\\ud800); send UTF-8 text", item=i)
         decoded = [decode_image(text, limits, item=i, index=k) for k, text in enumerate(s.images)]
         sample = Sample(
             id=_sample_id(s, [d for d, _ in decoded]), task=s.task,

@@ -66,6 +66,15 @@ def test_train_eval_predict_serve_with_the_default_kind(slice_path, tmp_path, mo
         assert r.status_code == 200, r.text
         [decision] = r.json()["decisions"]
         assert decision["label"] in other.label_spaces["intent"] and len(decision["decider_top"]) == 3
+        # A lone surrogate is valid JSON but no text: a 422 with a code, never a 500.
+        for body in ('{"task": "intent", "turns": [{"role": "user", "text": "\\ud800 x"}]}',
+                     '{"task": "intent", "turns": [{"role": "user", "text": "x"}], "candidates": ["\\ud800"]}'):
+            r = client.post("/v1/predict", content=body, headers={"content-type": "application/json"})
+            assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_text", r.text
+        assert client.get("/healthz").status_code == 200
+
+    got = runner.invoke(app, ["serve", "--decider", "b77", "--port", "99999"])
+    assert got.exit_code == 2 and "65535" in got.output
 
     got = runner.invoke(app, ["train", "--data", str(train_file), "--kind", "nope"])
     assert got.exit_code == 2 and "unknown decider kind 'nope'" in got.output

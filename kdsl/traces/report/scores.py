@@ -109,8 +109,8 @@ def class_scores_section(s: SessionFiles) -> str:
                      fired[lab], rules_right[lab]])
     rows.append([Html("<b>weighted</b>"), n, n, "", "", num(weighted / n if n else 0.0, ".4f"), sum(fired.values()),
                  sum(rules_right.values())])
-    parts.append(note(f"Rules + fallback ({p.fallback_label!r}, the majority label of the search split, where no "
-                      "accepted rule fires) on the test split; the last two columns count the rules alone."))
+    parts.append(note(f"Rules + fallback ({p.fallback_label}, where no accepted rule fires) on the test split; the "
+                      "last two columns count the rules alone."))
     parts.append(table(["label", "support", "predicted", "precision", "recall", "F1", "rules fired",
                         "rules right"], rows, table_id="per-class", numeric=range(1, 8),
                        row_class=lambda r: "total" if r == len(labels) else ""))

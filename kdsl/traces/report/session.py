@@ -24,7 +24,7 @@ class PredictionsOnTest:
     gold: list[str]
     rules: list[str | None]  # None: no accepted rule fired
     together: list[str | None]  # rules, else the fallback
-    fallback_label: str
+    fallback_label: str  # says what decides where no rule fires: the majority label, or the session's decider
     rule_hits: dict[str, tuple[int, int]]  # accepted rule id -> (fired, correct) on test
     note: str | None
 
@@ -156,7 +156,8 @@ def verdict_rules(verdict: dict[str, Any] | None) -> list[dict[str, Any]]:
 
 def _recompute_test(s: SessionFiles) -> PredictionsOnTest:
     """Predict the test split as the evaluate node did: accepted rules ranked by their verify Wilson lower bound,
-    the majority label of the search split where none fires."""
+    where none fires the session decider's label (decider_predictions.json) or, without one, the majority label of
+    the search split."""
     from kdsl.agents.verifier import majority_fallback
     from kdsl.data.splits import Split
     from kdsl.rules import RuleEngine, with_fallback
@@ -178,5 +179,12 @@ def _recompute_test(s: SessionFiles) -> PredictionsOnTest:
     hits = {r.id: (int(fired[:, j].sum()), sum(1 for i in range(len(ids)) if fired[i, j] and gold[i] == r.label))
             for j, r in enumerate(rules)}
     rule_pred = list(prediction.labels)
-    return PredictionsOnTest(gold, rule_pred, with_fallback(rule_pred, [fallback] * len(ids)), fallback, hits, note)
+    try:
+        by_id = json.loads((s.folder / "decider_predictions.json").read_text(encoding="utf-8"))["parts"]["test"]
+        return PredictionsOnTest(gold, rule_pred, with_fallback(rule_pred, [by_id[i] for i in ids]),
+                                 "the features decider's label", hits, note)
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # no session decider (or a damaged file): the majority label, as such sessions were evaluated
+    return PredictionsOnTest(gold, rule_pred, with_fallback(rule_pred, [fallback] * len(ids)),
+                             f"{fallback!r}, the majority label of the search split", hits, note)
 
