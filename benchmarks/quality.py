@@ -143,6 +143,26 @@ def e5_lr(features: FeatureTable, embedder) -> Predict:
     return run
 
 
+def per_task(method: Predict) -> Predict:
+    """A baseline fitted on each task's samples alone, as one would for one task (it never predicts another task's
+    labels)."""
+    def run(train: list[Sample], test: list[Sample]):
+        pred: dict[str, str] = {}
+        fit_s = predict_s = 0.0
+        for task in dict.fromkeys(s.task for s in test):
+            rows = [s for s in test if s.task == task]
+            labels, f, p = method([s for s in train if s.task == task], rows)
+            pred.update(zip((s.id for s in rows), labels, strict=True))
+            fit_s, predict_s = fit_s + f, predict_s + p
+        return [pred[s.id] for s in test], fit_s, predict_s
+    return run
+
+
+def baselines(features: FeatureTable, embedder) -> dict[str, Predict]:
+    return {"majority": per_task(majority), "tfidf+lr": per_task(tfidf_lr(features)),
+            "e5+lr": per_task(e5_lr(features, embedder))}
+
+
 def features_decider(features: FeatureTable, encoders, label_spaces: dict, seed: int) -> Predict:
     def run(train: list[Sample], test: list[Sample]):
         decider = FeatureDecider(FeatureDeciderConfig(seed=seed), encoders)
@@ -180,12 +200,14 @@ def report(title: str, pool: Pool, label_spaces: dict, n_boot: int, extra: Calla
     scored = {m: {t: Scored(pool.gold[t], pool.pred[m][t], [*label_spaces[t], "(other)"]) for t in tasks}
               for m in pool.pred}
     base = [m for m in BASELINES if m in scored]
-    best = max(base, key=lambda m: np.mean([scored[m][t].metrics()[0] for t in tasks]))
-    out: dict = {"title": title, "n": {t: len(pool.gold[t]) for t in tasks}, "best_baseline": best, "methods": {}}
-    print(f"\n## {title}  (n = {', '.join(f'{t} {len(pool.gold[t])}' for t in tasks)}; best baseline: {best})")
+    out: dict = {"title": title, "n": {t: len(pool.gold[t]) for t in tasks}, "best_baseline": {}, "methods": {}}
+    print(f"\n## {title}  (n = {', '.join(f'{t} {len(pool.gold[t])}' for t in tasks)})")
     scopes = [(t, [t]) for t in tasks] + ([("overall", tasks)] if len(tasks) > 1 else [])
     for scope, ts in scopes:
-        print(f"{scope}:")
+        # The best baseline of this scope (each task, or the mean of the tasks), by weighted F1.
+        best = max(base, key=lambda m: np.mean([scored[m][t].metrics()[0] for t in ts]))
+        out["best_baseline"][scope] = best
+        print(f"{scope} (best baseline: {best}):")
         print(f"  {'method':10s} {'weighted F1 [95% CI]':26s} {'macro F1 [95% CI]':26s} {'accuracy [95% CI]':26s} "
               f"{'wF1 - best baseline [paired 95% CI]':38s} fit s, predict ms/sample")
         for m in scored:
@@ -209,7 +231,7 @@ def mdsirc(settings: Settings, encoders, folds: int, n_boot: int, lora: str | No
     dataset = load_dataset(DATA / "www2025-mdsirc")
     features = default_builder(settings, images=True, progress=False).build(dataset.samples)
     samples = list(dataset.samples)
-    methods = {"majority": majority, "tfidf+lr": tfidf_lr(features), "e5+lr": e5_lr(features, encoders.embedder),
+    methods = {**baselines(features, encoders.embedder),
                "features": features_decider(features, encoders, dataset.label_spaces, seed=0)}
     results = []
     cv = Pool()
@@ -269,8 +291,7 @@ def few_shot(name: str, settings: Settings, encoders, shots: Sequence[int], seed
         for seed in seeds:
             print(f"{name} {k}-shot seed {seed} ...", flush=True)
             train = [full.get(i) for i in [*k_shot(full, k, ids=train_ids, seed=seed), *always]]
-            methods = {"majority": majority, "tfidf+lr": tfidf_lr(features),
-                       "e5+lr": e5_lr(features, encoders.embedder),
+            methods = {**baselines(features, encoders.embedder),
                        "features": features_decider(features, encoders_text, full.label_spaces, seed=seed)}
             pool.run(methods, train, test)
         extra = _oos_columns(pool) if name == "clinc150" else None
