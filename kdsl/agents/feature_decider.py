@@ -173,6 +173,7 @@ class FeatureDecider:
             if progress is not None:
                 progress(len(rows))
         self.trained_ids_ = tuple(s.id for s in labeled)
+        self._card = None
         self.fit_seconds_ = time.perf_counter() - start
         self.calibration = Calibration(temperatures={t: h.temperature for t, h in self.heads_.items()},
                                        n={t: h.n for t, h in self.heads_.items()})
@@ -245,10 +246,13 @@ class FeatureDecider:
 
     @property
     def card(self) -> DeciderCard:
+        """The decider's card; built once per fit, load or save (the server reads it on every request)."""
         self._check_fitted()
-        return DeciderCard(name=self.name, base_model="+".join(sorted(self.encoders.versions())) or "n-grams",
-                           backend=KIND, kind=KIND, tasks=tuple(self.heads_), label_spaces=self.label_spaces_,
-                           training=self._record())
+        if getattr(self, "_card", None) is None:
+            self._card = DeciderCard(
+                name=self.name, base_model="+".join(sorted(self.encoders.versions())) or "n-grams", backend=KIND,
+                kind=KIND, tasks=tuple(self.heads_), label_spaces=self.label_spaces_, training=self._record())
+        return self._card
 
     def candidates(self, sample: Sample) -> tuple[str, ...]:
         if sample.candidates:
@@ -360,6 +364,7 @@ class FeatureDecider:
         tmp.replace(folder / HEADS)
         write_json_atomic(folder / VOCAB, vocab)
         self.provenance.update(extra or {})
+        self._card = None
         self.card.save(folder)
         self.folder = folder
         return folder
