@@ -181,7 +181,6 @@ class Pool:
         self.pred: dict[str, dict[str, list[str]]] = {}
         self.fit_s: dict[str, list[float]] = {}
         self.ms: dict[str, list[float]] = {}
-        self.meta: dict[str, list[dict]] = {}
 
     def run(self, methods: dict[str, Predict], train: list[Sample], test: list[Sample]) -> None:
         for task in dict.fromkeys(s.task for s in test):
