@@ -41,13 +41,17 @@ def deciders_dir(settings: Settings) -> Path:
 
 
 def decider_folder(name_or_path: str | Path, settings: Settings) -> Path:
-    """A decider's folder from its name (under KDSL_HOME/deciders) or a path; ConfigError lists what exists."""
+    """A decider's folder from its name (under KDSL_HOME/deciders), a session id (its decider, rules and arbiter)
+    or a path; ConfigError lists what exists."""
     path = Path(name_or_path)
     if (path / CARD).is_file():
         return path
     folder = deciders_dir(settings) / str(name_or_path)
     if (folder / CARD).is_file():
         return folder
+    session = settings.sessions_dir / str(name_or_path) / "decider"  # a discovery session's own decider
+    if (session / CARD).is_file():
+        return session
     known = sorted(p.name for p in deciders_dir(settings).glob("*") if (p / CARD).is_file())
     raise ConfigError(f"no decider {str(name_or_path)!r} (looked in {deciders_dir(settings)}); "
                       f"known: {', '.join(known) or 'none yet, train one with `kdsl train`'}")

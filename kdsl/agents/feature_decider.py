@@ -26,6 +26,7 @@ from kdsl.agents.block_head import BlockEncoding, fit_linear, log_proba
 from kdsl.agents.decider import CARD, Calibration, DeciderCard, LabelDistribution, softmax
 from kdsl.agents.decider_blocks import BLOCKS_BY_NAME, DEFAULT_BLOCKS, Block, Encoders, texts_of, usable
 from kdsl.data.sample import Sample
+from kdsl.data.splits import stratified_folds
 from kdsl.errors import ConfigError, ModelError
 from kdsl.tools.features import FeatureTable, SampleFeatures
 
@@ -73,18 +74,6 @@ class TaskHead(BaseModel):
     oof_log_loss: float = Field(description="The calibrated ensemble's out-of-fold log-loss.")
     oof_accuracy: float
     n: int
-
-
-def _fold_ids(y: np.ndarray, folds: int, seed: int) -> np.ndarray:
-    """A fold number per sample, stratified; classes smaller than `folds` spread over as many folds as they have."""
-    rng = np.random.default_rng(seed)
-    out = np.empty(len(y), dtype=np.int64)
-    start = 0
-    for cls in np.unique(y):
-        idx = rng.permutation(np.flatnonzero(y == cls))
-        out[idx] = (np.arange(len(idx)) + start) % folds
-        start += len(idx)  # rotate so singleton classes do not all land in fold 0
-    return out
 
 
 def _nll(logp: np.ndarray, y: np.ndarray) -> float:
@@ -165,6 +154,7 @@ class FeatureDecider:
         self.label_spaces_ = {t: tuple(label_spaces[t]) for t in label_spaces}
         self.heads_: dict[str, TaskHead] = {}
         self.oof_: dict[str, dict[str, np.ndarray]] = {}
+        self.folds_: dict[str, dict[str, int]] = {}
         self.encodings_: dict[str, dict[str, BlockEncoding]] = {}
         self.coefs_: dict[str, dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
         for task in tasks:
@@ -183,7 +173,7 @@ class FeatureDecider:
         cfg = self.config
         classes = tuple(sorted({s.label for s in rows}))  # type: ignore[type-var]
         y = np.array([classes.index(s.label) for s in rows])
-        folds = _fold_ids(y, min(cfg.folds, len(rows)), cfg.seed)
+        folds = stratified_folds([s.label for s in rows], min(cfg.folds, len(rows)), cfg.seed)
         blocks = [BLOCKS_BY_NAME[b] for b in cfg.blocks]
         blocks = [b for b in blocks if self.encoders.available(b) and usable(b, rows, features)]
         # Single-utterance data (a CSV of queries) has last_user_text == user_text: one block of each kind per text.
@@ -227,6 +217,7 @@ class FeatureDecider:
         temperature = _temperature(z, y)
         calibrated = _normalise(z / temperature)
         self.oof_[task] = {s.id: np.exp(row) for s, row in zip(rows, calibrated, strict=True)}
+        self.folds_[task] = {s.id: int(f) for s, f in zip(rows, folds, strict=True)}
         self.coefs_[task] = {b: fit_linear(matrices[b], y, chosen_c[b], cfg.seed, sparse_text=BLOCKS_BY_NAME[b].is_text)
                              for b in weights}
         self.encodings_[task] = {b: encodings[b] for b in weights}
@@ -408,6 +399,32 @@ class FeatureDecider:
                                           n={t: h.n for t, h in decider.heads_.items()})
         decider.folder = folder
         return decider
+
+
+def merge_deciders(deciders: Sequence[FeatureDecider], name: str) -> FeatureDecider:
+    """One decider serving every task of several fitted on disjoint tasks (a task's head is fitted on that task's
+    samples alone, so the merged decider predicts exactly as each of its parts does)."""
+    if not deciders:
+        raise ConfigError("no deciders to merge")
+    first = deciders[0]
+    merged = FeatureDecider(first.config, first.encoders, name=name)
+    merged.label_spaces_, merged.heads_, merged.encodings_, merged.coefs_ = {}, {}, {}, {}
+    merged.oof_, merged.folds_ = {}, {}
+    for d in deciders:
+        d._check_fitted()
+        clash = set(d.heads_) & set(merged.heads_)
+        if clash:
+            raise ConfigError(f"task {sorted(clash)[0]!r} has a head in two of the deciders to merge")
+        merged.label_spaces_.update({t: d.label_spaces_[t] for t in d.heads_})
+        merged.heads_.update(d.heads_)
+        merged.encodings_.update(d.encodings_)
+        merged.coefs_.update(d.coefs_)
+    merged.trained_ids_ = tuple(i for d in deciders for i in d.trained_ids_)
+    merged.fit_seconds_ = sum(d.fit_seconds_ for d in deciders)
+    merged.provenance = {**first.provenance, "tasks": list(merged.heads_)}
+    merged.calibration = Calibration(temperatures={t: h.temperature for t, h in merged.heads_.items()},
+                                     n={t: h.n for t, h in merged.heads_.items()})
+    return merged
 
 
 def is_feature_decider(folder: Path) -> bool:

@@ -39,6 +39,7 @@ class RuleVerdict(BaseModel):
     stats: RuleStats
     accepted: bool
     reason: str
+    folds: int | None = Field(None, description="Cross-fitted verification: how many folds' searches proposed it.")
 
 
 class TaskVerdict(BaseModel):

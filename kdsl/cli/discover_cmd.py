@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -42,18 +43,29 @@ def _print_outcome(outcome: Any) -> None:
         return
     report = outcome.report
     console.print(f"session [bold]{outcome.session_id}[/bold] -> {outcome.session_dir}", highlight=False)
-    rules = Table(title=f"accepted rules ({len(report['accepted_rules'])})")
+    for task_report in (report["tasks"].values() if "tasks" in report else [report]):
+        _print_task(task_report)
+
+
+def _print_task(report: dict[str, Any]) -> None:
+    task = report["config"]["task"]
+    rules = Table(title=f"{task}: accepted rules ({len(report['accepted_rules'])})")
     for col in ("id", "label", "condition", "support", "precision"):
         rules.add_column(col)
     for r in report["accepted_rules"]:
         rules.add_row(r["id"], r["label"], r["condition"], str(r["support"]), f"{r['precision']:.2f}")
     console.print(rules)
     test = report["test"]
-    table = Table(title=f"test split ({test['n']} samples)")
+    est = test.get("precision") or {}
+    if est.get("estimated") is not None:
+        console.print(f"accepted rules, precision where they fire: estimated {est['estimated']:.3f} (cross-fitted, "
+                      f"coverage {est['estimated_coverage']:.3f}), realized on test {est['realized']:.3f} "
+                      f"(coverage {est['realized_coverage']:.3f})", highlight=False)
+    table = Table(title=f"{task}: test split ({test['n']} samples)")
     for col in ("predictor", "coverage", "accuracy", "weighted F1", "macro F1"):
         table.add_column(col)
     for name, key in (("rules alone", "rules"), (f"{test['fallback_name']} alone", "fallback"),
-                      ("rules + fallback", "rules_with_fallback")):
+                      (f"rules + {test['fallback_name']}", "rules_with_fallback")):
         s = test[key]
         table.add_row(name, f"{s['coverage']:.3f}", f"{s['accuracy']:.3f}", f"{s['weighted_f1']:.3f}",
                       f"{s['macro_f1']:.3f}")
@@ -67,12 +79,13 @@ def _print_outcome(outcome: Any) -> None:
 @friendly_errors
 def discover(
     data: Annotated[Path | None, typer.Option(help="Dataset path.")] = None,
-    task: Annotated[str | None, typer.Option(help="Task to discover rules for, e.g. dialogue_intent.")] = None,
+    task: Annotated[str | None, typer.Option(help="Task to discover rules for, e.g. dialogue_intent (default: every "
+                                             "task of the data, one child session each, one id for all).")] = None,
     author: Annotated[str, typer.Option(help="'backend:model' (e.g. llama_cpp:qwen2.5-coder-1.5b-instruct), or a "
                                         "model-free author: 'contrast' (label-specific substrings of the search "
                                         "split) or 'ngram' (random substrings).")] = "contrast",
     strategy: Annotated[str, typer.Option(help="mcts, greedy or random.")] = "mcts",
-    iterations: Annotated[int, typer.Option(help="Search iterations.")] = 50,
+    iterations: Annotated[int, typer.Option(help="Search iterations, shared out over the folds.")] = 50,
     budget_seconds: Annotated[float | None, typer.Option(help="Search wall-clock budget.")] = None,
     budget_tokens: Annotated[int | None, typer.Option(help="Author token budget.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the split and the search.")] = 0,
@@ -82,14 +95,24 @@ def discover(
     min_support: Annotated[int, typer.Option(help="Verify: least support.")] = 3,
     min_precision_lower: Annotated[float, typer.Option(help="Verify: least precision lower bound.")] = 0.5,
     min_precision: Annotated[float, typer.Option(help="Verify: least precision.")] = 0.9,
+    folds: Annotated[int, typer.Option(min=2, max=20, help="Cross-fitting folds: one rule search per fold on the "
+                                       "others, verified on it, counts pooled; the decider's out-of-fold "
+                                       "predictions come from the same folds.")] = 5,
     decider: Annotated[str, typer.Option(help="What the rules decide with: `features` (the CPU decider, fitted "
                                               "on the search split; rules are sought where it errs) or `majority`.")]
     = "features",
     resume: Annotated[str | None, typer.Option(help="Continue session ID from its last checkpoint.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="End with the session's scores as one JSON line "
+                                          "(what `kdsl eval --session ID --json` prints).")] = False,
 ) -> None:
     """Run a discovery session: prepare, search, verify, (review), commit, evaluate, report.
 
-    Example: kdsl discover --data ../shared/data/www2025-mdsirc --task dialogue_intent --iterations 100
+    The search split is cut into --folds folds: the decider's out-of-fold predictions, one rule search per fold on
+    the others, each rule verified on the folds whose search never saw them (counts pooled), an arbiter fitted on
+    those cross-fitted predictions; the sealed test split is read once, at the end.
+
+    Example: kdsl discover --data ../shared/data/www2025-mdsirc            (every task, defaults)
+             kdsl discover --data ../shared/data/www2025-mdsirc --task dialogue_intent --iterations 600
     """
     from kdsl.graph import SessionConfig, resume_session, run_session
 
@@ -104,13 +127,17 @@ def discover(
             live.update(f"resuming session {resume} ...")
             outcome = resume_session(resume, settings, on_iteration=show, review_fn=review_fn)
         else:
-            if data is None or task is None:
-                raise typer.BadParameter("--data and --task are needed (or --resume ID)")
+            if data is None:
+                raise typer.BadParameter("--data is needed (or --resume ID)")
             config = SessionConfig(data=data, task=task, author=author, strategy=strategy, iterations=iterations,
                                    budget_seconds=budget_seconds, budget_tokens=budget_tokens, seed=seed,
                                    review=review, images=not no_images, min_support=min_support,
                                    min_precision_lower=min_precision_lower, min_precision=min_precision,
-                                   decider=decider)
+                                   decider=decider, folds=folds)
             live.update("preparing (load, split, featurize, fit the decider) ...")
             outcome = run_session(config, settings, on_iteration=show, review_fn=review_fn)
     _print_outcome(outcome)
+    if as_json and not outcome.paused:
+        from kdsl.graph.session_eval import evaluate_session
+
+        print(json.dumps(evaluate_session(outcome.session_id, settings), ensure_ascii=False))

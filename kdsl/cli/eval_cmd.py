@@ -33,10 +33,35 @@ def load_rules(files: list[Path] | None, tasks: list[str], settings: Settings, u
     return RuleSet(rules=tuple(rules)), f"rule memory ({len(rules)} accepted)"
 
 
+def _eval_session(session: str, test: Path | None, as_json: bool) -> None:
+    from kdsl.graph.session_eval import MODES, evaluate_session
+
+    result = evaluate_session(session, Settings(), test=test)
+    if as_json:
+        print(json.dumps(result, ensure_ascii=False))
+        return
+    table = Table(title=f"session {session} on {result['part']} ({result['n']} samples)")
+    for col in ("task", "mode", "weighted F1", "macro F1", "accuracy", "coverage", "precision where fired"):
+        table.add_column(col)
+    for task, t in [*result["tasks"].items(), ("overall", result["overall"])]:
+        for mode in MODES:
+            m = t[mode]
+            table.add_row(task, mode, *(f"{m[k]:.3f}" for k in ("weighted_f1", "macro_f1", "accuracy", "coverage",
+                                                                   "precision_where_fired")))
+    console.print(table)
+    for task, t in result["tasks"].items():
+        est = t.get("estimated_precision")
+        if est and est.get("estimated") is not None:
+            console.print(f"{task}: rules' precision where they fire, estimated {est['estimated']:.3f} "
+                          f"(cross-fitted) vs realized {est['realized']:.3f}", highlight=False)
+
+
 @app.command("eval")
 @friendly_errors
 def eval_(
-    decider: Annotated[str, typer.Option(help="Decider name (see KDSL_HOME/deciders) or folder.")],
+    decider: Annotated[str | None, typer.Option(help="Decider name (see KDSL_HOME/deciders) or folder.")] = None,
+    session: Annotated[str | None, typer.Option(help="A discovery session's id: its decider, accepted rules and "
+                                                     "fitted arbiter, scored as one model.")] = None,
     rules: Annotated[list[Path] | None, typer.Option(help="Rules JSON file(s); default: the accepted rules in "
                                                           "the rule memory.")] = None,
     no_memory: Annotated[bool, typer.Option("--no-memory", help="Without --rules, use no rules at all.")] = False,
@@ -50,7 +75,15 @@ def eval_(
 
     Rule confidences and the stacked arbiter come from the verify split the decider was calibrated on; the test
     split was never seen in training or search. Example: kdsl eval --decider all-qwen2.5-coder-0.5b-instruct-...
+
+    With --session ID: the session's decider alone, its accepted rules alone and the two together, per task and
+    overall (mean of the tasks), on its sealed test split or on --test FILE. Example: kdsl eval --session ID --json
     """
+    if session is not None:
+        _eval_session(session, test, as_json)
+        return
+    if decider is None:
+        raise typer.BadParameter("give --decider NAME or --session ID")
     from kdsl.agents.decider import decider_folder
     from kdsl.agents.evaluation_report import render_markdown
     from kdsl.data import load_dataset

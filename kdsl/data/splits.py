@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -125,6 +126,20 @@ def split_dataset(dataset: Dataset, config: SplitConfig | None = None) -> Split:
             start += count
     return Split(dataset=dataset.name, fingerprint=dataset.fingerprint(), config=config,
                  search=tuple(parts["search"]), verify=tuple(parts["verify"]), test=tuple(parts["test"]))
+
+
+def stratified_folds(labels: Sequence[object], folds: int, seed: int = 0) -> np.ndarray:
+    """A fold number (0..folds-1) per sample, stratified by label; a label with fewer samples than folds spreads
+    over as many folds as it has (rotated, so that rare labels do not all land in fold 0)."""
+    y = np.unique(np.asarray([str(v) for v in labels]), return_inverse=True)[1] if len(labels) else np.array([])
+    rng = np.random.default_rng(seed)
+    out = np.empty(len(y), dtype=np.int64)
+    start = 0
+    for cls in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == cls))
+        out[idx] = (np.arange(len(idx)) + start) % folds
+        start += len(idx)
+    return out
 
 
 def k_shot(dataset: Dataset, k: int, *, ids: list[str] | tuple[str, ...] | None = None, seed: int = 0) -> list[str]:

@@ -7,21 +7,35 @@ import json
 import logging
 import os
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from langgraph.types import interrupt
 
 from kdsl import __version__
 from kdsl._internal._atomic import write_json_atomic as write_json  # the session's JSON files, written atomically
-from kdsl.agents.verifier import Verdict, Verifier, VerifierConfig, majority_fallback
+from kdsl.agents.arbiter import Arbiter, ArbiterConfig
+from kdsl.agents.decider import LabelDistribution
+from kdsl.agents.verifier import RuleVerdict, TaskVerdict, Verdict, Verifier, VerifierConfig, majority_fallback
 from kdsl.config import Settings
-from kdsl.data import SplitConfig, load_dataset, split_dataset
+from kdsl.data import SplitConfig, load_dataset, split_dataset, stratified_folds
 from kdsl.data.splits import Split
 from kdsl.graph.state import SessionState
-from kdsl.rules import RuleEngine, RuleSet, paired_bootstrap, score, with_fallback
-from kdsl.search import STRATEGIES, ErrorReport, Proposal, Reward, SearchConfig, SearchProgress, build_error_report
+from kdsl.rules import Rule, RuleEngine, RuleSet, paired_bootstrap, score
+from kdsl.rules.analysis import RuleAnalysis
+from kdsl.search import (
+    STRATEGIES,
+    ErrorReport,
+    Proposal,
+    Reward,
+    SearchConfig,
+    SearchProgress,
+    build_error_report,
+    rule_key,
+)
 from kdsl.tools.features import FeatureTable
 from kdsl.traces import TraceEvent, TraceLog, digest
 from kdsl.traces.events import truncate
@@ -41,6 +55,9 @@ VERDICT, EVALUATION, REPORT, EVENTS, COMMITTED = (
 # The session's decider (a deployable `features` decider folder) and its predictions on each part: out-of-fold on
 # search, from the final fit on verify and test.
 DECIDER_DIR, DECIDER_PREDICTIONS = "decider", "decider_predictions.json"
+# Cross-fitting: each fold's search writes its best rule set and tree; the fitted arbiter; the test predictions.
+FOLD_RULES, FOLD_SEARCH = "rules.fold{k}.json", "search.fold{k}.json"
+ARBITER, TEST_PREDICTIONS = "arbiter.json", "test_predictions.json"
 
 
 def read_json(path: Path) -> Any:
@@ -87,7 +104,8 @@ class SessionNodes:
         self.config = config
         self.settings = settings
         self.on_iteration = on_iteration
-        self._parts: dict[tuple[str, str], _Part] = {}
+        self._parts: dict[tuple[str, str, int | None, bool], _Part] = {}
+        self._cache: dict[tuple[str, str], Any] = {}
         self._tables: dict[str, FeatureTable] = {}
 
     # -- helpers ------------------------------------------------------------------------------------------------------
@@ -113,57 +131,98 @@ class SessionNodes:
             self._tables[path] = FeatureTable.load(path)
         return self._tables[path]
 
-    def _part(self, state: SessionState, part: str) -> _Part:
-        key = (state["session_dir"], part)
+    def _part(self, state: SessionState, part: str, fold: int | None = None, held: bool = False) -> _Part:
+        """The labeled samples of a split part; with `fold`, only the search samples of that cross-fitting fold
+        (`held`) or of every other fold."""
+        key = (state["session_dir"], part, fold, held)
         if key not in self._parts:
             split = Split.load(state["split_path"])
             gold_by_id: dict[str, str | None] = read_json(Path(state["gold_path"]))["gold"]
             ids = [i for i in split.ids(part) if gold_by_id.get(i) is not None]  # type: ignore[arg-type]
+            if fold is not None:
+                folds = self._decider(state)["folds"]
+                ids = [i for i in ids if (folds[i] == fold) == held]
             table = self._table(state)
             engine = RuleEngine(table.rows(ids), [state["task"]] * len(ids))
             self._parts[key] = _Part(engine, ids, [str(gold_by_id[i]) for i in ids])
         return self._parts[key]
+
+    def _folds(self, state: SessionState) -> list[int]:
+        return sorted(set(self._decider(state)["folds"].values()))
 
     def _fallback_label(self, state: SessionState) -> str:
         """The majority label of the search split (what the rules-alone mode says where no rule fires)."""
         gold = self._part(state, "search").gold
         return majority_fallback(gold, [state["task"]] * len(gold))[state["task"]]
 
-    def _fallback(self, state: SessionState, part: str) -> list[str]:
-        """What the rules decide together with on each sample of a part: the decider's label (out-of-fold on
-        search), or the majority label when the session runs without a decider."""
-        ids = self._part(state, part).ids
-        path = Path(state["session_dir"]) / DECIDER_PREDICTIONS
-        if self.config.decider == "majority" or not path.is_file():
-            return [self._fallback_label(state)] * len(ids)
-        predicted = read_json(path)["parts"][part]
-        return [predicted[i] for i in ids]
+    def _decider(self, state: SessionState) -> dict[str, Any]:
+        """decider_predictions.json: the labels, each search sample's fold, and the decider's distributions
+        (out-of-fold on search, from the final fit on test)."""
+        key = ("decider", state["session_dir"])
+        if key not in self._cache:
+            self._cache[key] = read_json(Path(state["session_dir"]) / DECIDER_PREDICTIONS)
+        return self._cache[key]
+
+    def _distributions(self, state: SessionState, part: str, ids: list[str]) -> list[LabelDistribution]:
+        d = self._decider(state)
+        labels = tuple(d["labels"])
+        return [LabelDistribution(sample_id=i, task=state["task"], labels=labels, probs=tuple(d["probs"][part][i]))
+                for i in ids]
+
+    def _fallback(self, state: SessionState, part: str, ids: list[str] | None = None) -> tuple[list[str], list[float]]:
+        """What the rules decide together with on each sample of a part, and how sure it is: the decider's label
+        and probability (out-of-fold on search: never from a model that saw the sample)."""
+        ids = self._part(state, part).ids if ids is None else ids
+        dists = self._distributions(state, part, ids)
+        return [d.best for d in dists], [d.confidence for d in dists]
 
     def _fit_decider(self, dataset: Any, split: Split, table: FeatureTable, folder: Path) -> dict:
-        """Fit the features decider on the search split, keep it in the session folder, and write its labels:
-        out-of-fold on search (the search never reads a prediction of a model fitted on that sample), from the
-        final fit on verify and test."""
-        from kdsl.agents.decider_kinds import default_encoders
-        from kdsl.agents.feature_decider import FeatureDecider, FeatureDeciderConfig
-
+        """Fit the session's decider on the search split, with cross-fitting: the folds its own cross-validation
+        used are the folds the rules are searched and verified over, so no rule search reads a decider probability
+        from a model that saw the sample, and no rule is verified on a sample its search saw. The features decider
+        is kept in the session folder (deployable); `majority` is each fold's label frequencies."""
         cfg = self.config
         search = [dataset.get(i) for i in split.search if dataset.get(i).label is not None]
-        decider = FeatureDecider(FeatureDeciderConfig(seed=cfg.seed), default_encoders(self.settings,
-                                 images=cfg.images), name=f"session-{folder.name}")
-        decider.fit(search, table, dataset.label_spaces)
-        decider.save(folder / DECIDER_DIR, extra={"data_path": str(Path(cfg.data).resolve()), "images": cfg.images,
-                                                  "tasks": [cfg.task], "fingerprint": dataset.fingerprint()})
-        split.save(folder / DECIDER_DIR / SPLIT)
-        parts = {"search": {d.sample_id: d.best for d in decider.out_of_fold()}}
-        for part in ("verify", "test"):
-            samples = [dataset.get(i) for i in split.ids(part)]  # type: ignore[arg-type]
-            parts[part] = {d.sample_id: d.best for d in decider.predict(samples, table)}
-        head = decider.heads_[cfg.task]
-        write_json(folder / DECIDER_PREDICTIONS, {"decider": "features", "blocks": head.blocks,
-                                                  "cv_accuracy": head.oof_accuracy, "parts": parts})
-        return {"decider_cv_accuracy": head.oof_accuracy, "decider_seconds": round(decider.fit_seconds_, 1)}
+        labels = list(dataset.label_spaces[cfg.task])
+        test = [dataset.get(i) for i in split.test]
+        record: dict[str, Any] = {"decider": cfg.decider, "labels": labels}
+        if cfg.decider == "features":
+            from kdsl.agents.decider_kinds import default_encoders
+            from kdsl.agents.feature_decider import FeatureDecider, FeatureDeciderConfig
 
-    def _proposer(self, state: SessionState) -> Any:
+            decider = FeatureDecider(FeatureDeciderConfig(seed=cfg.seed, folds=cfg.folds),
+                                     default_encoders(self.settings, images=cfg.images), name=f"session-{folder.name}")
+            decider.fit(search, table, dataset.label_spaces)
+            decider.save(folder / DECIDER_DIR, extra={"data_path": str(Path(cfg.data).resolve()),
+                                                      "images": cfg.images, "tasks": [cfg.task],
+                                                      "fingerprint": dataset.fingerprint()})
+            split.save(folder / DECIDER_DIR / SPLIT)
+            oof = {d.sample_id: d for d in decider.out_of_fold()}
+            final = {d.sample_id: d for d in decider.predict(test, table)}
+            head = decider.heads_[cfg.task]
+            record |= {"blocks": head.blocks, "cv_accuracy": head.oof_accuracy, "folds": decider.folds_[cfg.task],
+                       "seconds": round(decider.fit_seconds_, 1)}
+            probs = {"search": {i: [d.prob(lab) for lab in labels] for i, d in oof.items()},
+                     "test": {i: [d.prob(lab) for lab in labels] for i, d in final.items()}}
+        else:
+            fold_of = stratified_folds([s.label for s in search], min(cfg.folds, len(search)), cfg.seed)
+            folds = {s.id: int(f) for s, f in zip(search, fold_of, strict=True)}
+
+            def prior(rows: list[Any]) -> list[float]:
+                counts = Counter(s.label for s in rows)
+                return [counts[lab] / max(len(rows), 1) for lab in labels]
+
+            by_fold = {k: prior([s for s in search if folds[s.id] != k]) for k in set(folds.values())}
+            probs = {"search": {s.id: by_fold[folds[s.id]] for s in search},
+                     "test": {s.id: prior(search) for s in test}}
+            accuracy = float(np.mean([labels[int(np.argmax(probs["search"][s.id]))] == s.label for s in search]))
+            record |= {"cv_accuracy": accuracy, "folds": folds, "seconds": 0.0}
+        record["probs"] = probs
+        record["parts"] = {p: {i: labels[int(np.argmax(v))] for i, v in probs[p].items()} for p in probs}
+        write_json(folder / DECIDER_PREDICTIONS, record)
+        return {"decider_cv_accuracy": record["cv_accuracy"], "decider_seconds": record["seconds"]}
+
+    def _proposer(self, state: SessionState, part: _Part) -> Any:
         spec = self.config.author
         # OCR text is most of what an image-scene sample has; the dialogue is most of a dialogue sample.
         fields = ("user_text", "image_text") if self.config.images else ("user_text",)
@@ -174,7 +233,6 @@ class SessionNodes:
         if spec == "contrast":
             from kdsl.search import ContrastProposer
 
-            part = self._part(state, "search")
             return ContrastProposer(part.engine, part.gold, fields=fields)
         from kdsl.agents.author import AuthorConfig, RuleAuthor
         from kdsl.models import load_backend
@@ -188,74 +246,119 @@ class SessionNodes:
         """Load the task's data, split it (search / verify / test) and featurize it, into the session folder."""
         cfg, folder = self.config, Path(state["session_dir"])
         dataset = load_dataset(cfg.data).for_task(cfg.task)
-        split = split_dataset(dataset, SplitConfig(seed=cfg.seed))
+        if cfg.split is not None:
+            given = Split.load(cfg.split)
+            given.check(load_dataset(cfg.data))
+            ids = {s.id for s in dataset.samples}
+            # A verify part of a given split is searched too: cross-fitting verifies (see `verify`).
+            split = given.model_copy(update={"search": tuple(i for i in (*given.search, *given.verify) if i in ids),
+                                             "verify": (), "test": tuple(i for i in given.test if i in ids)})
+        else:
+            # No verify part: rules are verified by cross-fitting over the search part (see `verify`).
+            split = split_dataset(dataset, SplitConfig(search=1 - cfg.test, verify=0.0, test=cfg.test,
+                                                       seed=cfg.seed))
         split.save(folder / SPLIT)
         from kdsl.tools.pipeline import default_builder
 
-        table = default_builder(self.settings, images=cfg.images, progress=False).build(dataset.samples)
+        used = {*split.search, *split.test}
+        table = default_builder(self.settings, images=cfg.images, progress=False).build(
+            [s for s in dataset.samples if s.id in used])
         table.save(folder / FEATURES)
         write_json(folder / GOLD, {"task": cfg.task, "labels": list(dataset.label_spaces[cfg.task]),
                                    "gold": {s.id: s.label for s in dataset.samples}})
-        fitted = self._fit_decider(dataset, split, table, folder) if cfg.decider == "features" else {}
+        fitted = self._fit_decider(dataset, split, table, folder)
         return {"split_path": str(folder / SPLIT), "features_path": str(folder / FEATURES),
                 "gold_path": str(folder / GOLD), "n_search": len(split.search), "n_verify": len(split.verify),
                 "n_test": len(split.test), **fitted}
 
     def discover(self, state: SessionState) -> dict:
-        """Search rule sets on the search split. After each iteration the best set so far and the spent budgets go
-        to rules.json and progress.json; run again after a crash, the search goes on from there."""
-        cfg, folder, task = self.config, Path(state["session_dir"]), state["task"]
-        rules_path, progress_path = folder / RULES, folder / PROGRESS
-        part = self._part(state, "search")
-        fallback = self._fallback(state, "search")
-        reward = Reward(part.engine, part.gold, fallback, task=task)
-        labels = read_json(Path(state["gold_path"]))["labels"]
-        table = self._table(state)
-
-        def report_fn(rules: RuleSet) -> ErrorReport:
-            return build_error_report(task, rules, part.engine, table, part.gold, fallback, labels, seed=cfg.seed)
-
-        done = {"iterations": 0, "tokens": 0, "elapsed": 0.0, "initial_reward": reward(RuleSet()),
-                "best_reward": reward(RuleSet()), "finished": False, "stop_reason": None}
-        initial = RuleSet()
-        if progress_path.exists() and rules_path.exists():
+        """Search rule sets once per cross-fitting fold, each on the search samples outside that fold, rewarded by
+        how the rules fix the decider's out-of-fold predictions there. The budgets are shared out over the folds.
+        After each iteration the fold's best set and the spent budgets go to rules.fold<k>.json and progress.json;
+        run again after a crash, the search goes on from there. rules.json is the union of the folds' sets."""
+        folder = Path(state["session_dir"])
+        progress_path = folder / PROGRESS
+        folds = self._folds(state)
+        if progress_path.exists():
             done = read_json(progress_path)
-            initial = RuleSet.load(rules_path)
             logger.info("session %s: resuming the search after %d iterations", state["session_id"],
                         done["iterations"])
-        left_iterations = cfg.iterations - done["iterations"]
-        left_seconds = None if cfg.budget_seconds is None else cfg.budget_seconds - done["elapsed"]
-        left_tokens = None if cfg.budget_tokens is None else cfg.budget_tokens - done["tokens"]
-        spent = (left_iterations <= 0 or (left_seconds is not None and left_seconds <= 0)
-                 or (left_tokens is not None and left_tokens <= 0))
-        if not done["finished"] and not spent:
-            done = self._search(state, initial, done, reward, report_fn, left_iterations, left_seconds, left_tokens)
-        elif not done["finished"]:
-            done = {**done, "finished": True, "stop_reason": done.get("stop_reason") or "resumed_spent"}
-            write_json(progress_path, done)
-        if not rules_path.exists():
-            save_rules(initial, rules_path)
-        rules = RuleSet.load(rules_path)
-        return {"rules_path": str(rules_path), "iterations": done["iterations"],
+        else:
+            done = {"iterations": 0, "tokens": 0, "elapsed": 0.0, "finished": False, "stop_reason": None,
+                    "folds": {}}
+        for k in folds:
+            fold_done = done["folds"].get(str(k))
+            if fold_done is not None and fold_done["finished"]:
+                continue
+            done = self._search_fold(state, k, len(folds), done)
+        merged = self._merge_folds(state)
+        rewards = [f["best_reward"] for f in done["folds"].values()]
+        initial = [f["initial_reward"] for f in done["folds"].values()]
+        reasons = sorted({str(f["stop_reason"]) for f in done["folds"].values()})
+        done = {**done, "finished": True, "best_reward": float(np.mean(rewards)),
+                "initial_reward": float(np.mean(initial)), "stop_reason": ", ".join(reasons)}
+        write_json(progress_path, done)
+        return {"rules_path": str(folder / RULES), "iterations": done["iterations"],
                 "initial_reward": done["initial_reward"], "best_reward": done["best_reward"],
-                "tokens": done["tokens"], "n_rules": len(rules), "stop_reason": done["stop_reason"]}
+                "tokens": done["tokens"], "n_rules": len(merged), "stop_reason": done["stop_reason"]}
 
-    def _search(self, state: SessionState, initial: RuleSet, done: dict, reward: Reward, report_fn: Any,
-                iterations: int, seconds: float | None, tokens: int | None) -> dict:
-        cfg, folder = self.config, Path(state["session_dir"])
-        best = {"reward": done["best_reward"]}
-        proposer = TracedProposer(self._proposer(state), TraceLog(folder / EVENTS), state["session_id"],
+    @staticmethod
+    def _share(total: float | None, k: int, folds: int) -> float | None:
+        """Fold k's share of a budget (iterations: whole numbers that add up to the total)."""
+        if total is None:
+            return None
+        if isinstance(total, int):
+            return total // folds + (1 if k < total % folds else 0)
+        return total / folds
+
+    def _search_fold(self, state: SessionState, k: int, n_folds: int, done: dict) -> dict:
+        cfg, folder, task = self.config, Path(state["session_dir"]), state["task"]
+        part = self._part(state, "search", fold=k, held=False)
+        labels, confidence = self._fallback(state, "search", part.ids)
+        reward = Reward(part.engine, part.gold, labels, task=task, fallback_confidence=confidence)
+        table = self._table(state)
+        rules_path = folder / FOLD_RULES.format(k=k)
+
+        def report_fn(rules: RuleSet) -> ErrorReport:
+            return build_error_report(task, rules, part.engine, table, part.gold, labels,
+                                      read_json(Path(state["gold_path"]))["labels"], seed=cfg.seed)
+
+        fold = done["folds"].get(str(k)) or {"iterations": 0, "tokens": 0, "elapsed": 0.0,
+                                             "initial_reward": reward(RuleSet()),
+                                             "best_reward": reward(RuleSet()), "finished": False,
+                                             "stop_reason": None}
+        initial = RuleSet.load(rules_path) if rules_path.exists() else RuleSet()
+        iterations = int(self._share(cfg.iterations, k, n_folds) or 0) - fold["iterations"]
+        seconds = self._share(cfg.budget_seconds, k, n_folds)
+        tokens = self._share(cfg.budget_tokens, k, n_folds)
+        seconds = None if seconds is None else seconds - fold["elapsed"]
+        tokens = None if tokens is None else int(tokens) - fold["tokens"]
+        if iterations <= 0 or (seconds is not None and seconds <= 0) or (tokens is not None and tokens <= 0):
+            fold = {**fold, "finished": True, "stop_reason": fold.get("stop_reason") or "budget"}
+            save_rules(initial, rules_path)
+            done = {**done, "folds": {**done["folds"], str(k): fold}}
+            write_json(folder / PROGRESS, done)
+            return done
+        best = {"reward": fold["best_reward"]}
+        proposer = TracedProposer(self._proposer(state, part), TraceLog(folder / EVENTS), state["session_id"],
                                   lambda: best["reward"])
         # A resumed search draws other seeds than the first run did from that point on.
         search_config = SearchConfig(iterations=iterations, budget_seconds=seconds, budget_tokens=tokens, k=cfg.k,
-                                     seed=cfg.seed + done["iterations"])
+                                     seed=cfg.seed + 1000 * k + fold["iterations"])
+
+        def totals(step: Any) -> tuple[dict, dict]:
+            now_fold = {**fold, "iterations": fold["iterations"] + step.iteration,
+                        "tokens": fold["tokens"] + step.tokens, "elapsed": fold["elapsed"] + step.elapsed_seconds,
+                        "best_reward": best["reward"]}
+            now = {**done, "iterations": done["iterations"] + step.iteration, "tokens": done["tokens"] + step.tokens,
+                   "elapsed": done["elapsed"] + step.elapsed_seconds, "folds": {**done["folds"], str(k): now_fold}}
+            return now_fold, now
 
         def checkpoint(progress: SearchProgress) -> None:
             step = progress.step
             best["reward"] = max(best["reward"], step.best_reward)
-            save_rules(progress.best_rules, folder / RULES)  # the rules first: progress.json vouches for them
-            now = {**done, "iterations": done["iterations"] + step.iteration, "tokens": done["tokens"] + step.tokens,
-                   "elapsed": done["elapsed"] + step.elapsed_seconds, "best_reward": best["reward"]}
+            save_rules(progress.best_rules, rules_path)  # the rules first: progress.json vouches for them
+            _, now = totals(step)
             write_json(folder / PROGRESS, now)
             if self.on_iteration is not None:
                 self.on_iteration(progress.model_copy(update={"step": step.model_copy(update={
@@ -269,28 +372,99 @@ class SessionNodes:
             backend = getattr(proposer.inner, "backend", None)
             if backend is not None and hasattr(backend, "close"):
                 backend.close()
-        (folder / SEARCH).write_text(result.model_dump_json(indent=1), encoding="utf-8")
-        if result.best_reward >= best["reward"]:
-            save_rules(result.best_rules, folder / RULES)
-        final = {**done, "iterations": done["iterations"] + result.iterations,
-                 "tokens": done["tokens"] + result.tokens, "elapsed": done["elapsed"] + result.timings.total,
-                 "best_reward": max(best["reward"], result.best_reward), "finished": True,
-                 "stop_reason": result.stop_reason}
-        write_json(folder / PROGRESS, final)
-        return final
+        (folder / FOLD_SEARCH.format(k=k)).write_text(result.model_dump_json(indent=1), encoding="utf-8")
+        if result.best_reward >= best["reward"] or not rules_path.exists():
+            save_rules(result.best_rules, rules_path)
+        best["reward"] = max(best["reward"], result.best_reward)
+        final_fold = {**fold, "iterations": fold["iterations"] + result.iterations,
+                      "tokens": fold["tokens"] + result.tokens, "elapsed": fold["elapsed"] + result.timings.total,
+                      "best_reward": best["reward"], "finished": True, "stop_reason": result.stop_reason}
+        done = {**done, "iterations": done["iterations"] + result.iterations,
+                "tokens": done["tokens"] + result.tokens, "elapsed": done["elapsed"] + result.timings.total,
+                "folds": {**done["folds"], str(k): final_fold}}
+        write_json(folder / PROGRESS, done)
+        if k == 0:  # the report draws one search tree: the first fold's
+            (folder / SEARCH).write_text(result.model_dump_json(indent=1), encoding="utf-8")
+        return done
+
+    def _fold_rules(self, state: SessionState) -> dict[int, RuleSet]:
+        folder = Path(state["session_dir"])
+        return {k: RuleSet.load(folder / FOLD_RULES.format(k=k)).for_task(state["task"])
+                if (folder / FOLD_RULES.format(k=k)).exists() else RuleSet() for k in self._folds(state)}
+
+    def _merge_folds(self, state: SessionState) -> RuleSet:
+        """The union of the folds' rule sets (a rule found in several folds once), into rules.json."""
+        merged: dict[str, Rule] = {}
+        ids: set[str] = set()
+        for k, rules in self._fold_rules(state).items():
+            for rule in rules:
+                key = rule_key(rule)
+                if key in merged:
+                    continue
+                if rule.id in ids:
+                    rule = rule.model_copy(update={"id": f"{rule.id}-f{k}"})
+                merged[key] = rule
+                ids.add(rule.id)
+        rules = RuleSet(rules=tuple(merged.values()))
+        save_rules(rules, Path(state["session_dir"]) / RULES)
+        return rules
+
+    def _held_out_fires(self, state: SessionState, rules: RuleSet) -> np.ndarray:
+        """(search samples, rules): the rule fires on the sample and was proposed by the search of the sample's
+        fold, i.e. by a search that never saw the sample. Pooled over folds, these are the verifier's counts."""
+        part = self._part(state, "search")
+        folds = self._decider(state)["folds"]
+        fold_of = np.array([folds[i] for i in part.ids])
+        proposed = {k: {rule_key(r) for r in fold_rules} for k, fold_rules in self._fold_rules(state).items()}
+        mask = np.array([[rule_key(r) in proposed.get(int(f), set()) for r in rules] for f in fold_of], dtype=bool)
+        mask = mask.reshape(len(part.ids), len(rules))
+        return part.engine.fire_matrix(list(rules)) & mask
 
     def verify(self, state: SessionState) -> dict:
-        """Check every rule of the best set on the verify split; keep those that hold there."""
-        cfg, folder = self.config, Path(state["session_dir"])
-        part = self._part(state, "verify")
-        rules = RuleSet.load(state["rules_path"]).for_task(state["task"])
+        """Cross-fitted verification: each rule is scored on the folds whose search proposed it without seeing them,
+        the counts pooled over folds (no samples are set aside for a verify split). A rule is kept when the pooled
+        support, precision lower bound and precision pass the bars; its pooled precision is its estimate."""
+        cfg, folder, task = self.config, Path(state["session_dir"]), state["task"]
+        part = self._part(state, "search")
+        rules = RuleSet.load(state["rules_path"]).for_task(task)
+        rule_list = list(rules)
         verifier = Verifier(VerifierConfig(min_support=cfg.min_support, min_precision_lower=cfg.min_precision_lower,
                                            seed=cfg.seed))
-        verdict = verifier.check(rules, part.engine, part.gold, split="verify",
-                                 fallback={state["task"]: self._fallback_label(state)})
+        fired = self._held_out_fires(state, rules)
+        stats = RuleAnalysis(fired, [r.label for r in rule_list], part.gold,
+                             faults=[part.engine.fault_counts.get(r.id, 0) for r in rule_list]).stats()
+        proposed = {k: {rule_key(r) for r in fold_rules} for k, fold_rules in self._fold_rules(state).items()}
+        verdicts = []
+        for rule, st in zip(rule_list, stats, strict=True):
+            ok, why = verifier.judge(st)
+            if ok and st.precision < cfg.min_precision:
+                ok, why = False, f"precision {st.precision:.2f} < {cfg.min_precision:.2f}"
+            n_proposed = sum(rule_key(rule) in keys for keys in proposed.values())
+            verdicts.append(RuleVerdict(rule_id=rule.id, label=rule.label, task=rule.task,
+                                        condition=rule.when.render(), statement=rule.statement, stats=st,
+                                        accepted=ok, reason=f"{why}; proposed in {n_proposed} of {len(proposed)} "
+                                        "folds", folds=n_proposed))
+        accepted = [i for i, v in enumerate(verdicts) if v.accepted]
+        labels, conf = self._fallback(state, "search")
+        chosen = [rule_list[i] for i in accepted]
+        prediction = part.engine.predict(chosen, [stats[i].precision_lower for i in accepted],
+                                         fired=fired[:, accepted])
+        rule_pred = list(prediction.labels)
+        # Where a rule fires it decides if it is surer than the decider (the search's own arbitration).
+        together = [r if r is not None and c_rule > c else d for r, c_rule, d, c in
+                    zip(rule_pred, prediction.confidence.tolist(), labels, conf, strict=True)]
+        boot = paired_bootstrap(part.gold, together, labels, seed=cfg.seed)
+        verdict = Verdict(split=f"search, cross-fitted over {len(proposed)} folds", n_samples=len(part.ids),
+                          config=verifier.config, rules=tuple(verdicts),
+                          tasks=(TaskVerdict(task=task, rules=score(part.gold, rule_pred),
+                                             fallback_name=self._decider_name(state),
+                                             fallback=score(part.gold, labels),
+                                             rules_with_fallback=score(part.gold, together), bootstrap=boot),))
         (folder / VERDICT).write_text(verdict.model_dump_json(indent=1), encoding="utf-8")
-        accepted = [v.rule_id for v in verdict.rules if v.accepted and v.stats.precision >= cfg.min_precision]
-        return {"verdict_path": str(folder / VERDICT), "accepted": accepted}
+        return {"verdict_path": str(folder / VERDICT), "accepted": [rule_list[i].id for i in accepted]}
+
+    def _decider_name(self, state: SessionState) -> str:
+        return "features decider" if self._decider(state)["decider"] == "features" else "label prior"
 
     def review(self, state: SessionState) -> dict:
         """Pause for a person: the resume value is the list of the rule ids they keep."""
@@ -324,26 +498,75 @@ class SessionNodes:
         write_json(folder / COMMITTED, committed)
         return {"committed": committed}
 
+    def _accepted_rules(self, state: SessionState) -> list[Rule]:
+        """The accepted rules, carrying their cross-fitted statistics (what ranks and weighs them)."""
+        verdict = Verdict.model_validate_json(Path(state["verdict_path"]).read_text(encoding="utf-8"))
+        stats = {v.rule_id: v.stats for v in verdict.rules}
+        kept = set(state["accepted"])
+        return [r.model_copy(update={"stats": stats[r.id]}) for r in RuleSet.load(state["rules_path"])
+                if r.id in kept]
+
+    def arbiter(self, state: SessionState) -> dict:
+        """Fit the arbiter on cross-fitted data: each search sample's out-of-fold decider distribution and the
+        accepted rules that fire on it from its fold's search, so the weight it learns is the one that holds on
+        samples neither side was fitted on."""
+        folder = Path(state["session_dir"])
+        part = self._part(state, "search")
+        rules = self._accepted_rules(state)
+        fired = self._held_out_fires(state, RuleSet(rules=tuple(rules)))
+        on_sample = [[rules[j] for j in np.flatnonzero(row)] for row in fired]
+        arbiter = Arbiter(ArbiterConfig(policy="stacked"))
+        weights = arbiter.fit(self._distributions(state, "search", part.ids), on_sample, part.gold)
+        write_json(folder / ARBITER, {"policy": "stacked", "weights": weights})
+        if (folder / DECIDER_DIR).is_dir():  # the session is a deployable model: serve / predict / eval --session
+            from kdsl.agents.collaboration import ArbiterState, Collaboration
+
+            Collaboration(rules=RuleSet(rules=tuple(rules)), arbiters={
+                "together:stacked": ArbiterState(config=ArbiterConfig(policy="stacked"), weights=weights),
+                "together:rules_first": ArbiterState(config=ArbiterConfig(policy="rules_first")),
+                "together:decider_first": ArbiterState(config=ArbiterConfig(policy="decider_first")),
+            }).save(folder / DECIDER_DIR)
+        return {"arbiter_weights": weights}
+
     def evaluate(self, state: SessionState) -> dict:
-        """On the sealed test split: the accepted rules alone, the decider (or the majority label) alone, and the
-        two together (a rule that fires decides; elsewhere the decider does)."""
+        """On the sealed test split: the accepted rules alone, the decider alone, and the two together under the
+        fitted arbiter; each rule's estimated (cross-fitted) precision beside the precision realized here."""
         cfg, folder = self.config, Path(state["session_dir"])
         part = self._part(state, "test")
-        verdict = Verdict.model_validate_json(Path(state["verdict_path"]).read_text(encoding="utf-8"))
-        confidence = {v.rule_id: v.stats.precision_lower for v in verdict.rules}
-        rules = [r for r in RuleSet.load(state["rules_path"]) if r.id in set(state["accepted"])]
-        prediction = part.engine.predict(rules, [confidence[r.id] for r in rules])
+        rules = self._accepted_rules(state)
+        fired = part.engine.fire_matrix(rules)
+        prediction = part.engine.predict(rules, [r.confidence for r in rules], fired=fired)
         rule_pred = list(prediction.labels)
-        base = self._fallback(state, "test")
-        together = with_fallback(rule_pred, base)
+        dists = self._distributions(state, "test", part.ids)
+        base = [d.best for d in dists]
+        weights = read_json(folder / ARBITER)["weights"] if (folder / ARBITER).exists() else {}
+        arbiter = Arbiter(ArbiterConfig(policy="stacked"), weights)
+        decisions = arbiter.decide_all(dists, [[rules[j] for j in np.flatnonzero(row)] for row in fired])
+        together = [d.label for d in decisions]
         boot = paired_bootstrap(part.gold, together, base, seed=cfg.seed)
-        name = "features decider" if (folder / DECIDER_PREDICTIONS).is_file() else "majority label"
-        evaluation = {"split": "test", "n": len(part.gold), "fallback_name": name,
-                      "rules": score(part.gold, rule_pred).model_dump(),
-                      "fallback": score(part.gold, base).model_dump(),
+        per_rule = []
+        for j, r in enumerate(rules):
+            hits = fired[:, j]
+            correct = int(sum(1 for i in np.flatnonzero(hits) if part.gold[i] == r.label))
+            per_rule.append({"id": r.id, "label": r.label, "estimated_precision": r.stats.precision,
+                             "estimated_support": r.stats.support, "test_support": int(hits.sum()),
+                             "test_correct": correct})
+        verdict = Verdict.model_validate_json(Path(state["verdict_path"]).read_text(encoding="utf-8"))
+        estimated = verdict.tasks[0].rules if verdict.tasks else None
+        rules_scores = score(part.gold, rule_pred)
+        evaluation = {"split": "test", "n": len(part.gold), "fallback_name": self._decider_name(state),
+                      "rules": rules_scores.model_dump(), "fallback": score(part.gold, base).model_dump(),
                       "rules_with_fallback": score(part.gold, together).model_dump(),
-                      "bootstrap": boot.model_dump()}
+                      "bootstrap": boot.model_dump(), "arbiter": {"policy": "stacked", "weights": weights},
+                      "precision": {"estimated": estimated.accuracy_where_fired if estimated else None,
+                                    "estimated_coverage": estimated.coverage if estimated else None,
+                                    "realized": rules_scores.accuracy_where_fired,
+                                    "realized_coverage": rules_scores.coverage},
+                      "per_rule": per_rule}
         write_json(folder / EVALUATION, evaluation)
+        write_json(folder / TEST_PREDICTIONS, {"ids": part.ids, "gold": part.gold, "rules": rule_pred,
+                                               "decider": base, "together": together,
+                                               "sources": [d.source for d in decisions]})
         return {"test_scores": {
             "rules_coverage": evaluation["rules"]["coverage"],
             "rules_accuracy_where_fired": evaluation["rules"]["accuracy_where_fired"],
@@ -369,8 +592,10 @@ class SessionNodes:
             "search": {"iterations": state["iterations"], "initial_reward": state["initial_reward"],
                        "best_reward": state["best_reward"], "tokens": state["tokens"], "rules": state["n_rules"],
                        "stop_reason": state["stop_reason"]},
-            "verify": {"rules": len(verdict.rules), "accepted": len(accepted),
+            "verify": {"rules": len(verdict.rules), "accepted": len(accepted), "split": verdict.split,
                        "min_precision": self.config.min_precision},
+            "decider": {"name": self._decider_name(state), "cv_accuracy": state.get("decider_cv_accuracy"),
+                        "seconds": state.get("decider_seconds"), "arbiter_weights": state.get("arbiter_weights")},
             "accepted_rules": accepted,
             "committed": state.get("committed", []),
             "test": read_json(folder / EVALUATION),

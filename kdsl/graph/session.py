@@ -1,14 +1,18 @@
 """A discovery session as a LangGraph StateGraph with a SQLite checkpointer per session.
 
-prepare -> discover -> verify -> [review] -> commit -> evaluate -> report. Each session lives in
-`<KDSL_HOME>/sessions/<id>/`: config.json, split.json, features.jsonl, rules.json (best so far), verdict.json,
-evaluation.json, report.json, events.jsonl and checkpoints.sqlite.
+prepare (split, features, the decider cross-fitted over k folds) -> discover (one search per fold) -> verify
+(pooled over the folds) -> [review] -> commit -> arbiter (fitted on cross-fitted data) -> evaluate -> report.
+Each session lives in `<KDSL_HOME>/sessions/<id>/`: config.json, split.json, features.jsonl, rules.json (the union
+of the folds' rules.fold<k>.json), verdict.json, arbiter.json, evaluation.json, test_predictions.json, report.json,
+events.jsonl, checkpoints.sqlite and decider/ (the deployable decider with its collaboration.json). A session
+without a task is a group: one child session per task (`<id>.<task>`), joined into one decider folder.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import secrets
 import sqlite3
 import time
@@ -23,6 +27,7 @@ from langgraph.types import Command
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from kdsl import __version__
+from kdsl.agents.arbiter import ArbiterConfig
 from kdsl.config import Settings
 from kdsl.errors import ConfigError
 from kdsl.graph.nodes import REPORT, ProgressHook, SessionNodes, read_json, write_json
@@ -42,7 +47,8 @@ class SessionConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     data: Path = Field(description="Dataset path (any format `kdsl data` reads).")
-    task: str = Field(min_length=1, description="Task whose rules are discovered, e.g. dialogue_intent.")
+    task: str | None = Field(None, min_length=1, description="Task whose rules are discovered, e.g. "
+                             "dialogue_intent; None: every task of the data, one child session per task.")
     author: str = Field("contrast", description="'backend:model' (e.g. llama_cpp:qwen2.5-coder-1.5b-instruct), "
                         "'contrast' (model-free: label-specific substrings of the search split) or 'ngram' "
                         "(model-free: random substrings, a floor).")
@@ -56,6 +62,11 @@ class SessionConfig(BaseModel):
     images: bool = Field(True, description="OCR and visual labels as features (False: dialogue text only).")
     language: str = Field("zh", description="Language of the author's instructions ('zh' for MDSIRC).")
     author_max_tokens: int = Field(512, ge=16, description="Reply budget of one author call.")
+    folds: int = Field(5, ge=2, le=20, description="Cross-fitting folds of the search split: the decider's "
+                       "out-of-fold predictions, one rule search per fold, verification pooled over the folds.")
+    test: float = Field(0.2, gt=0, lt=1, description="Share of the data sealed for the final evaluation.")
+    split: Path | None = Field(None, description="A split file (`kdsl data split`, or your own train / test ids) "
+                               "instead of drawing one: its search and verify parts are searched, its test is sealed.")
     min_support: int = Field(3, ge=1, description="Verify: a rule must fire on at least this many samples.")
     min_precision_lower: float = Field(0.5, ge=0, le=1, description="Verify: least Wilson lower bound of precision.")
     min_precision: float = Field(0.9, ge=0, le=1, description="Verify: least empirical precision on verify.")
@@ -108,14 +119,15 @@ def build_session_graph(
     """The compiled session graph. `on_iteration` sees the search's progress (for a display)."""
     nodes = SessionNodes(config, settings or Settings(), on_iteration=on_iteration)
     graph = StateGraph(SessionState)
-    for name in ("prepare", "discover", "verify", "review", "commit", "evaluate", "report"):
+    for name in ("prepare", "discover", "verify", "review", "commit", "arbiter", "evaluate", "report"):
         graph.add_node(name, nodes.traced(name, getattr(nodes, name)))
     graph.add_edge(START, "prepare")
     graph.add_edge("prepare", "discover")
     graph.add_edge("discover", "verify")
     graph.add_conditional_edges("verify", route_review(config), {"review": "review", "commit": "commit"})
     graph.add_edge("review", "commit")
-    graph.add_edge("commit", "evaluate")
+    graph.add_edge("commit", "arbiter")
+    graph.add_edge("arbiter", "evaluate")
     graph.add_edge("evaluate", "report")
     graph.add_edge("report", END)
     return graph.compile(checkpointer=checkpointer)
@@ -143,7 +155,8 @@ def run_session(
     on_iteration: ProgressHook | None = None,
     review_fn: ReviewFn | None = None,
 ) -> SessionOutcome:
-    """Start a session and run it to the end (or to a review with no `review_fn`)."""
+    """Start a session and run it to the end (or to a review with no `review_fn`). Without a task, one child
+    session per task of the data runs under this session's id (see `run_group`)."""
     settings = settings or Settings()
     session_id = session_id or new_session_id()
     folder = settings.sessions_dir / session_id
@@ -151,9 +164,77 @@ def run_session(
         raise ConfigError(f"session {session_id} exists already; continue it with `kdsl discover --resume "
                           f"{session_id}`")
     folder.mkdir(parents=True, exist_ok=True)
-    write_json(folder / CONFIG, {"session_id": session_id, "kdsl_version": __version__, "created": time.time(),
-                                 "config": config.model_dump(mode="json")})
+    head: dict[str, Any] = {"session_id": session_id, "kdsl_version": __version__, "created": time.time(),
+                            "config": config.model_dump(mode="json")}
+    if config.task is None:
+        from kdsl.data import load_dataset
+
+        tasks = list(load_dataset(config.data).tasks)
+        head["children"] = {t: child_id(session_id, t) for t in tasks}
+        write_json(folder / CONFIG, head)
+        return run_group(config, settings, session_id, on_iteration=on_iteration, review_fn=review_fn)
+    write_json(folder / CONFIG, head)
     return _drive(config, settings, session_id, on_iteration, review_fn)
+
+
+def child_id(session_id: str, task: str) -> str:
+    """The id of a group session's child for one task (a task name made safe for a folder name)."""
+    return f"{session_id}.{re.sub(r'[^A-Za-z0-9_-]', '_', task)}"
+
+
+def run_group(config: SessionConfig, settings: Settings, session_id: str, *,
+              on_iteration: ProgressHook | None = None, review_fn: ReviewFn | None = None) -> SessionOutcome:
+    """Run (or resume) every child session of a group, then join them into one deployable model: the children's
+    deciders merged into one folder (one head per task, as each was fitted) with all accepted rules and each
+    task's arbiter weight, and one report.json."""
+    folder = settings.sessions_dir / session_id
+    children: dict[str, str] = read_json(folder / CONFIG)["children"]
+    outcomes = {}
+    for task, child in children.items():
+        child_folder = settings.sessions_dir / child
+        child_config = config.model_copy(update={"task": task})
+        if not (child_folder / CONFIG).exists():
+            child_folder.mkdir(parents=True, exist_ok=True)
+            write_json(child_folder / CONFIG, {"session_id": child, "kdsl_version": __version__,
+                                               "created": time.time(), "parent": session_id,
+                                               "config": child_config.model_dump(mode="json")})
+        logger.info("session %s: task %s (child session %s)", session_id, task, child)
+        outcomes[task] = _drive(child_config, settings, child, on_iteration, review_fn)
+        if outcomes[task].paused:
+            return SessionOutcome(session_id=session_id, session_dir=folder, paused=True,
+                                  state={"paused_child": child})
+    _join_group(session_id, children, settings)
+    return SessionOutcome(session_id=session_id, session_dir=folder, paused=False,
+                          state={"children": children})
+
+
+def _join_group(session_id: str, children: dict[str, str], settings: Settings) -> None:
+    from kdsl.agents.collaboration import ArbiterState, Collaboration
+    from kdsl.agents.decider_kinds import default_encoders
+    from kdsl.agents.feature_decider import FeatureDecider, merge_deciders
+    from kdsl.graph.nodes import DECIDER_DIR
+    from kdsl.rules import RuleSet
+
+    folder = settings.sessions_dir / session_id
+    reports = {t: read_json(settings.sessions_dir / c / REPORT) for t, c in children.items()}
+    parts = [settings.sessions_dir / c / DECIDER_DIR for c in children.values()]
+    if all(p.is_dir() for p in parts):
+        images = bool(read_json(folder / CONFIG)["config"].get("images", True))
+        encoders = default_encoders(settings, images=images)
+        merged = merge_deciders([FeatureDecider.load(p, encoders) for p in parts], name=f"session-{session_id}")
+        target = merged.save(folder / DECIDER_DIR)
+        collaborations = [Collaboration.load(p) for p in parts]
+        rules = tuple(r for c in collaborations if c is not None for r in c.rules.rules)
+        weights = {t: w for c in collaborations if c is not None
+                   for t, w in c.arbiters["together:stacked"].weights.items()}
+        Collaboration(rules=RuleSet(rules=rules), arbiters={
+            "together:stacked": ArbiterState(config=ArbiterConfig(policy="stacked"), weights=weights),
+            "together:rules_first": ArbiterState(config=ArbiterConfig(policy="rules_first")),
+            "together:decider_first": ArbiterState(config=ArbiterConfig(policy="decider_first")),
+        }).save(target)
+    write_json(folder / REPORT, {"session_id": session_id, "kdsl_version": __version__,
+                                 "config": read_json(folder / CONFIG)["config"], "children": children,
+                                 "tasks": reports})
 
 
 def load_session_config(session_id: str, settings: Settings | None = None) -> SessionConfig:
@@ -171,9 +252,13 @@ def resume_session(
     on_iteration: ProgressHook | None = None,
     review_fn: ReviewFn | None = None,
 ) -> SessionOutcome:
-    """Continue a session from its last checkpoint (after a crash, a kill, or a review pause)."""
+    """Continue a session (or every child of a group) from its last checkpoint (after a crash, a kill, or a review
+    pause)."""
     settings = settings or Settings()
-    return _drive(load_session_config(session_id, settings), settings, session_id, on_iteration, review_fn)
+    config = load_session_config(session_id, settings)
+    if config.task is None:
+        return run_group(config, settings, session_id, on_iteration=on_iteration, review_fn=review_fn)
+    return _drive(config, settings, session_id, on_iteration, review_fn)
 
 
 def _drive(config: SessionConfig, settings: Settings, session_id: str, on_iteration: ProgressHook | None,

@@ -33,6 +33,7 @@ class SessionState(TypedDict, total=False):
     accepted: list[str]
     reviewed: bool
     committed: list[str]
+    arbiter_weights: dict[str, float]
     # evaluate / report
     test_scores: dict[str, float]
     report_path: str

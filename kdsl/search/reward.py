@@ -3,6 +3,10 @@
 reward(rules) = weighted F1 of (the most confident firing rule, else the fallback's label)
                 - cost_per_rule * rules - cost_per_term * terms
 
+With the fallback's confidence per sample (a calibrated decider's top probability), a firing rule decides only
+where its confidence beats the decider's: the search is rewarded for rules that fix the decider's errors, not for
+rules that restate what it already knows.
+
 A rule's confidence is the Wilson lower bound of its precision measured on this same split (`RuleAnalysis`), as
 the verifier ranks rules. A rule's firing column and confidence do not depend on the other rules, so both are
 cached per rule, and whole rule sets are memoised by what they contain: re-scoring a state the search has seen
@@ -68,6 +72,7 @@ class Reward:
         engine: the rule engine over the search split (its batch order is the order of `gold` and `fallback`).
         gold: the gold label per sample; unlabeled samples (None) are not scored.
         fallback: the decider's prediction per sample, used where no rule fires (None = it abstains too).
+        fallback_confidence: the decider's probability of that prediction per sample (None: rules always win).
         task: score only this task's samples and rules (default: every sample, every rule).
         config: the costs.
 
@@ -84,6 +89,7 @@ class Reward:
         *,
         task: str | None = None,
         config: RewardConfig | None = None,
+        fallback_confidence: Sequence[float] | None = None,
     ):
         if len(gold) != len(engine) or len(fallback) != len(engine):
             raise ValueError(f"the engine holds {len(engine)} samples but got {len(gold)} gold labels and "
@@ -100,6 +106,8 @@ class Reward:
         self._analysis_gold = [g if i in scored else None for i, g in enumerate(gold)]
         self._gold = [str(gold[i]) for i in self._rows]
         self._fallback = [fallback[i] for i in self._rows]
+        self._fallback_conf = (None if fallback_confidence is None
+                               else np.asarray(fallback_confidence, dtype=float)[self._rows])
         self._rules: dict[str, tuple[np.ndarray, float]] = {}  # rule key -> (fired column (n,), confidence)
         self._memo: dict[StateKey, RewardBreakdown] = {}
         self.calls = 0
@@ -148,7 +156,11 @@ class Reward:
         fired = np.stack([c for c, _ in columns], axis=1) if columns else np.zeros((n, 0), dtype=bool)
         prediction = self.engine.predict(ordered, [conf for _, conf in columns], fired=fired)
         labels = [prediction.labels[i] for i in self._rows]
-        scores = score(self._gold, with_fallback(labels, self._fallback))
+        decided = labels
+        if self._fallback_conf is not None:
+            wins = np.asarray(prediction.confidence)[self._rows] > self._fallback_conf
+            decided = [lab if win else None for lab, win in zip(labels, wins.tolist(), strict=True)]
+        scores = score(self._gold, with_fallback(decided, self._fallback))
         size = sum(n_terms(r.when) for r in rules)
         cost = self.config.cost_per_rule * len(rules) + self.config.cost_per_term * size
         return RewardBreakdown(

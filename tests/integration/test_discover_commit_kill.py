@@ -153,7 +153,7 @@ def test_sigkill_while_committing_then_resume(home, tmp_path, kill_after):
     # The session finished, with the same accepted rules, each committed.
     report = json.loads((folder / "report.json").read_text())
     nodes = [e.node for e in TraceLog(folder / "events.jsonl").read() if e.agent is None]
-    assert nodes == ["prepare", "discover", "verify", "commit", "evaluate", "report"]
+    assert nodes == ["prepare", "discover", "verify", "commit", "arbiter", "evaluate", "report"]
     assert [a["id"] for a in report["accepted_rules"]] == accepted_ids
     by_id = {r.id: r for r in RuleSet.load(folder / "rules.json")}
     accepted = [by_id[i] for i in accepted_ids]

@@ -180,6 +180,14 @@ def _recompute_test(s: SessionFiles) -> PredictionsOnTest:
             for j, r in enumerate(rules)}
     rule_pred = list(prediction.labels)
     try:
+        # A cross-fitted session writes what its arbiter decided on each test sample.
+        saved = json.loads((s.folder / "test_predictions.json").read_text(encoding="utf-8"))
+        if saved["ids"] == ids:
+            return PredictionsOnTest(gold, rule_pred, list(saved["together"]),
+                                     "the session's decider, under the fitted arbiter", hits, note)
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # an older session: rules first, then its decider or the majority label
+    try:
         by_id = json.loads((s.folder / "decider_predictions.json").read_text(encoding="utf-8"))["parts"]["test"]
         return PredictionsOnTest(gold, rule_pred, with_fallback(rule_pred, [by_id[i] for i in ids]),
                                  "the features decider's label", hits, note)
@@ -187,4 +195,3 @@ def _recompute_test(s: SessionFiles) -> PredictionsOnTest:
         pass  # no session decider (or a damaged file): the majority label, as such sessions were evaluated
     return PredictionsOnTest(gold, rule_pred, with_fallback(rule_pred, [fallback] * len(ids)),
                              f"{fallback!r}, the majority label of the search split", hits, note)
-
