@@ -5,7 +5,9 @@
     {"field": "last_user_text", "regex": "多久.*(到|发)"}      an RE2 pattern matches (linear time, cannot hang)
     {"not": C}   {"and": [C, ...]}   {"or": [C, ...]}
 
-Terms match as substrings after `normalize` (case, full/half width); regexes see the normalised text too.
+Terms match after `normalize` (case, full/half width): a term that begins or ends with a letter or digit of a
+script written with spaces matches only as a whole word there (`cancel` not in `cancellation`); Chinese terms match
+as substrings. Regexes see the normalised text too.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Annotated, Any, ClassVar
 import re2
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator
 
-from kdsl.rules.normalize import normalize
+from kdsl.rules.normalize import contains_term, normalize
 from kdsl.tools.features import FieldName
 
 MAX_TERMS = 32  # per any_of / all_of
@@ -95,7 +97,7 @@ class _Terms(_Node):
 
     def matches(self, fields: Mapping[str, str]) -> bool:
         text = fields[self.field]
-        return type(self)._combine(normalize(t) in text for t in self.terms)
+        return type(self)._combine(contains_term(text, normalize(t)) for t in self.terms)
 
     def render(self) -> str:
         return f"{self.field} contains {self._op.replace('_', ' ')} [{', '.join(self.terms)}]"

@@ -18,7 +18,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from kdsl.rules.condition import AllOf, And, AnyOf, Condition, Not, Or, Regex, compile_regex
-from kdsl.rules.normalize import normalize
+from kdsl.rules.normalize import normalize, term_at
 from kdsl.rules.rule import Rule
 from kdsl.tools.features import FIELDS, SampleFeatures
 
@@ -104,7 +104,8 @@ class RuleEngine:
 
     # -- leaf matches ---------------------------------------------------------------------------------------------
     def term_mask(self, field: str, term: str) -> np.ndarray:
-        """(n,) bool: the normalised term occurs in the field. One C-speed scan of the joined text per term."""
+        """(n,) bool: the normalised term occurs in the field (as a whole word where it is one, see `term_at`).
+        One C-speed scan of the joined text per term."""
         term = self._normalized.get(term) or self._normalized.setdefault(term, normalize(term))
         key = (field, term)
         mask = self._term_cache.get(key)
@@ -113,6 +114,9 @@ class RuleEngine:
             mask = np.zeros(len(self.ids), dtype=bool)
             pos = joined.find(term)
             while pos >= 0:
+                if not term_at(joined, term, pos):  # inside a longer word (the separator is not a word char)
+                    pos = joined.find(term, pos + 1)
+                    continue
                 i = int(np.searchsorted(starts, pos, side="right")) - 1
                 mask[i] = True
                 nxt = starts[i + 1] if i + 1 < len(starts) else len(joined)

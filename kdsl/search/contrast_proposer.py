@@ -2,7 +2,8 @@
 out the example's label across all search samples.
 
 `NgramProposer` draws a substring at random, so most of its rules fire on one sample and never generalise. This
-author looks at every 2-4 character substring of the example's text, measures on the search split how often a
+author looks at every term of the example's text a person would write (a word or two-word phrase in English, a 2-4
+character n-gram of Chinese; see `kdsl.search.terms`), measures on the search split how often a
 sample containing it carries the example's label, and proposes one of the best few by the Wilson lower bound of
 that precision. It is the contrastive keyword mining a person would do by hand, and the default author of
 `kdsl discover` when no model is named: it needs nothing pulled, and an LLM author should beat it.
@@ -24,6 +25,7 @@ from kdsl.rules.normalize import normalize
 from kdsl.rules.rule import Provenance, Rule, RuleSet
 from kdsl.search.ngram_proposer import CHARS_PER_TOKEN, drop_edits
 from kdsl.search.report import ErrorReport, Proposal
+from kdsl.search.terms import candidate_terms
 
 
 class ContrastProposer:
@@ -34,7 +36,7 @@ class ContrastProposer:
         engine: the rule engine over the search split (its term matches are cached and shared with the reward).
         gold: the search split's gold label per engine row.
         fields: the example fields substrings are drawn from.
-        min_chars, max_chars: the substring length range.
+        min_chars, max_chars: the length range of Chinese n-grams.
         min_support: a substring must occur in at least this many search samples.
         top: the proposal is drawn from this many best substrings (diversity across iterations).
         drop_below: rules with a precision under this (and some support) are proposed for dropping.
@@ -59,19 +61,15 @@ class ContrastProposer:
 
     def _ranked(self, field: str, text: str, label: str, taken: set[tuple[str, str]]) -> list[tuple[float, str]]:
         """Substrings of `text` as (precision lower bound for `label` on the search split, term), best first."""
-        text = normalize(text)
         scored: dict[str, float] = {}
-        for n in range(self.min_chars, self.max_chars + 1):
-            for start in range(len(text) - n + 1):
-                term = text[start:start + n]
-                if term in scored or term.strip() != term or (field, term) in taken:
-                    continue
-                mask = self.engine.term_mask(field, term)
-                hits = int(mask.sum())
-                if hits < self.min_support:
-                    scored[term] = -1.0
-                    continue
-                scored[term] = wilson_lower_bound(int((self.gold[mask] == label).sum()), hits)
+        for term in candidate_terms(normalize(text), self.min_chars, self.max_chars):
+            if (field, term) in taken:
+                continue
+            mask = self.engine.term_mask(field, term)
+            hits = int(mask.sum())
+            if hits < self.min_support:
+                continue
+            scored[term] = wilson_lower_bound(int((self.gold[mask] == label).sum()), hits)
         return sorted(((s, t) for t, s in scored.items() if s > 0), key=lambda x: (-x[0], -len(x[1]), x[1]))
 
     @staticmethod

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from kdsl.cli import discover_cmd
@@ -123,3 +124,24 @@ def test_sigkill_in_the_search_then_resume(home, tmp_path):
     keys = [rule_key(r) for r in stored]
     assert len(keys) == len(set(keys))
     assert {a["id"] for a in report["accepted_rules"]} <= {r.id for r in stored} | set(outcome.state["committed"])
+
+
+def test_session_without_a_task_covers_every_task(home):
+    """`kdsl discover --data PATH` alone: one child session per task under one id, scored as one model."""
+    result = CliRunner().invoke(discover_cmd.app, [
+        "--data", str(DATA), "--iterations", "40", "--seed", "2", "--no-images", "--decider", "majority",
+        "--json", *LOOSE])
+    assert result.exit_code == 0, result.output
+    scores = json.loads(result.output.strip().splitlines()[-1])
+    session = scores["session"]
+    head = json.loads((home.sessions_dir / session / "config.json").read_text())
+    assert set(head["children"]) == {"dialogue_intent", "image_scene"} == set(scores["tasks"])
+    for task, child in head["children"].items():
+        child_report = json.loads((home.sessions_dir / child / "report.json").read_text())
+        assert child_report["config"]["task"] == task
+        assert scores["tasks"][task]["together"]["weighted_f1"] == child_report["test"]["rules_with_fallback"][
+            "weighted_f1"]
+    for mode in ("decider", "rules", "together"):
+        for metric, value in scores["overall"][mode].items():
+            assert value == pytest.approx(sum(t[mode][metric] for t in scores["tasks"].values()) / 2)
+    assert scores["n"] == sum(t["n"] for t in scores["tasks"].values())

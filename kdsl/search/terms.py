@@ -1,0 +1,72 @@
+"""The terms a model-free author may put into a rule: what a person would write, not fragments.
+
+In scripts written with spaces (English, ...) a term is a whole word or a two-word phrase, never a stop-word, a
+number or a piece of a word (the rule language matches such terms as whole words, see `kdsl.rules.normalize`).
+In Chinese, where words are not separated, a term is a 2-4 character n-gram of a run of CJK characters.
+"""
+
+from __future__ import annotations
+
+import re
+
+from kdsl.rules.normalize import is_word_char
+
+# English function words and chat filler: true of every intent, so never the reason for one.
+STOPWORDS = frozenset("""
+a about above after again against all am an and any are as at be because been before being below between both but
+by can could did do does doing down during each few for from further had has have having he her here hers herself
+him himself his how i if in into is it its itself just me more most my myself no nor not now of off on once only or
+other our ours ourselves out over own same she should so some such than that the their theirs them themselves then
+there these they this those through to too under until up very was we were what when where which while who whom why
+will with would you your yours yourself yourselves i'm im it's its i've ive i'd id don't dont can't cant
+please hi hello hey thanks thank ok okay yes yeah get got want need know like would could also just still one
+""".split())
+
+_RUNS = re.compile(r"\S+")
+
+
+def _words(text: str) -> list[tuple[int, int]]:
+    """(start, end) of each maximal run of spaced-script letters and digits (apostrophes inside kept: it's)."""
+    out, start = [], None
+    for i, c in enumerate(text):
+        inside = is_word_char(c) or (c == "'" and start is not None and i + 1 < len(text) and is_word_char(text[i + 1]))
+        if inside and start is None:
+            start = i
+        elif not inside and start is not None:
+            out.append((start, i))
+            start = None
+    if start is not None:
+        out.append((start, len(text)))
+    return out
+
+
+def _useful_word(word: str) -> bool:
+    return len(word) >= 2 and not word.isdigit() and word not in STOPWORDS
+
+
+def candidate_terms(text: str, min_chars: int = 2, max_chars: int = 4) -> list[str]:
+    """Distinct candidate terms of a normalised text, in order of first appearance."""
+    seen: dict[str, None] = {}
+    words = _words(text)
+    for i, (s, e) in enumerate(words):
+        word = text[s:e]
+        if _useful_word(word):
+            seen.setdefault(word, None)
+        if i + 1 < len(words):
+            s2, e2 = words[i + 1]
+            nxt = text[s2:e2]
+            # A phrase of two adjacent words (one space apart), at least one of them telling.
+            if text[e:s2] == " " and (_useful_word(word) or _useful_word(nxt)) and not (word + nxt).isdigit():
+                seen.setdefault(f"{word} {nxt}", None)
+    run: list[str] = []
+    for c in text + "\x00":
+        if c.isalnum() and not is_word_char(c):  # a CJK (or other unspaced-script) character
+            run.append(c)
+            continue
+        if run:
+            chunk = "".join(run)
+            for n in range(min_chars, max_chars + 1):
+                for start in range(len(chunk) - n + 1):
+                    seen.setdefault(chunk[start:start + n], None)
+            run = []
+    return list(seen)

@@ -1,0 +1,45 @@
+"""Terms match as whole words in English and as substrings in Chinese, the same in the engine and in the
+reference evaluation."""
+
+from __future__ import annotations
+
+import pytest
+
+from kdsl.rules import RuleEngine
+from kdsl.rules.condition import AnyOf
+from kdsl.rules.normalize import contains_term, normalize
+from kdsl.tools.features import SampleFeatures
+
+CASES = [
+    ("I want to cancel my order", "cancel", True),
+    ("what is the cancellation fee", "cancel", False),  # a fragment of a longer word does not match
+    ("Cancel!", "cancel", True),
+    ("please cancel.", "cancel", True),
+    ("my card was declined", "card", True),
+    ("my cards were declined", "card", False),
+    ("top up my account", "top up", True),
+    ("topup my account", "top up", False),
+    ("it's 88VIP会员", "88vip", True),
+    ("在淘宝app上退款", "app", True),  # Chinese around a Latin word is a boundary
+    ("在淘宝app上退款", "退款", True),
+    ("退款怎么还没到", "款怎", True),  # Chinese terms match as substrings
+    ("退货退款详情", "退款", True),
+    ("apple", "app", False),
+]
+
+
+@pytest.mark.parametrize(("text", "term", "expected"), CASES)
+def test_reference_and_engine_agree_on_words(text: str, term: str, expected: bool):
+    assert contains_term(normalize(text), normalize(term)) is expected
+    assert AnyOf(field="user_text", any_of=(term,)).matches({"user_text": normalize(text)}) is expected
+    rows = [SampleFeatures(sample_id="a", task="t", user_text="cancellation and cards"),
+            SampleFeatures(sample_id="b", task="t", user_text=text)]
+    engine = RuleEngine(rows, ["t", "t"])
+    assert engine.term_mask("user_text", term).tolist() == [
+        contains_term(normalize("cancellation and cards"), normalize(term)), expected]
+
+
+def test_a_word_glued_to_a_later_occurrence_still_matches():
+    # The first occurrence is inside a word, the second stands alone: the engine must look past the first.
+    engine = RuleEngine([SampleFeatures(sample_id="a", task="t", user_text="cancellation, then cancel it")], ["t"])
+    assert engine.term_mask("user_text", "cancel").tolist() == [True]
