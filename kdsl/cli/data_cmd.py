@@ -26,12 +26,17 @@ def inspect(
     skip_invalid: SkipInvalid = False,
     all_labels: Annotated[bool, typer.Option("--all", help="List every label, not only the 25 most frequent.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    text_column: Annotated[str | None, typer.Option(help="A CSV's text column (default: recognised by name).")]
+    = None,
+    label_column: Annotated[str | None, typer.Option(help="A CSV's label column (default: recognised by name).")]
+    = None,
 ) -> None:
     """Tasks, label counts, images and refused items of a dataset.
 
     Example: kdsl data inspect ../shared/data/www2025-mdsirc
     """
-    summary = summarize(load_dataset(path, skip_invalid=skip_invalid))
+    summary = summarize(load_dataset(path, skip_invalid=skip_invalid, text_column=text_column,
+                                     label_column=label_column))
     if as_json:
         print_json(summary)
         return

@@ -102,6 +102,10 @@ def discover(
                                               "on the search split; rules are sought where it errs) or `majority`.")]
     = "features",
     resume: Annotated[str | None, typer.Option(help="Continue session ID from its last checkpoint.")] = None,
+    text_column: Annotated[str | None, typer.Option(help="A CSV's text column (default: text, sentence, "
+                                                    "utterance, query, ... recognised).")] = None,
+    label_column: Annotated[str | None, typer.Option(help="A CSV's label column (default: label, intent, "
+                                                     "category, ... recognised).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="End with the session's scores as one JSON line "
                                           "(what `kdsl eval --session ID --json` prints).")] = False,
 ) -> None:
@@ -133,7 +137,8 @@ def discover(
                                    budget_seconds=budget_seconds, budget_tokens=budget_tokens, seed=seed,
                                    review=review, images=not no_images, min_support=min_support,
                                    min_precision_lower=min_precision_lower, min_precision=min_precision,
-                                   decider=decider, folds=folds)
+                                   decider=decider, folds=folds, text_column=text_column,
+                                   label_column=label_column)
             live.update("preparing (load, split, featurize, fit the decider) ...")
             outcome = run_session(config, settings, on_iteration=show, review_fn=review_fn)
     _print_outcome(outcome)

@@ -1,4 +1,5 @@
-"""Single-utterance intent data in CSV (`text,label` or Banking77's `text,category`), and the Banking77 folder."""
+"""Single-utterance intent data in CSV / TSV (`text,label`, Banking77's `text,category`, or any columns named by the
+caller or recognised by their usual names), and the Banking77 folder."""
 
 from __future__ import annotations
 
@@ -10,27 +11,43 @@ from kdsl.data.sample import Dataset, Sample, Turn
 from kdsl.data.validation import Collector, validate_samples
 from kdsl.errors import DataError
 
-_LABEL_COLUMNS = ("label", "category", "intent")
+# Usual names of the columns, recognised when the caller names none (compared case-insensitively).
+TEXT_COLUMNS = ("text", "sentence", "utterance", "query", "question", "message", "content")
+LABEL_COLUMNS = ("label", "category", "intent", "class", "target")
 
 
-def _read_rows(file: Path, collector: Collector, *, task: str, split: str) -> list[Sample]:
+def _pick(columns: list[str], given: str | None, usual: tuple[str, ...], what: str, file: Path) -> str:
+    if given is not None:
+        if given not in columns:
+            raise DataError(f"no {what} column {given!r}; columns: {', '.join(columns)}", path=str(file),
+                            code="bad_columns")
+        return given
+    by_lower = {c.strip().lower(): c for c in columns}
+    found = next((by_lower[u] for u in usual if u in by_lower), None)
+    if found is None:
+        raise DataError(f"which column is the {what}? none of the usual names ({', '.join(usual)}) among "
+                        f"{', '.join(columns)}; name it with --{what}-column", path=str(file), code="bad_columns")
+    return found
+
+
+def _read_rows(file: Path, collector: Collector, *, task: str, split: str, text_column: str | None = None,
+               label_column: str | None = None) -> list[Sample]:
     try:
-        with file.open(encoding="utf-8", newline="") as f:
-            reader = csv.DictReader(f)
-            columns = reader.fieldnames or []
-            label_col = next((c for c in _LABEL_COLUMNS if c in columns), None)
-            if "text" not in columns or label_col is None:
-                raise DataError(
-                    f"CSV needs a 'text' column and one of {', '.join(_LABEL_COLUMNS)}; found {columns}",
-                    path=str(file), code="bad_columns",
-                )
+        # utf-8-sig: a byte-order mark (Excel writes one) is not part of the first column's name.
+        with file.open(encoding="utf-8-sig", newline="") as f:
+            reader = csv.DictReader(f, delimiter="\t" if file.suffix.lower() == ".tsv" else ",")
+            columns = list(reader.fieldnames or [])
+            text_col = _pick(columns, text_column, TEXT_COLUMNS, "text", file)
+            label_col = _pick(columns, label_column, LABEL_COLUMNS, "label", file)
             rows = list(reader)
     except UnicodeDecodeError as e:
         raise DataError(f"not UTF-8 text ({e})", path=str(file), code="broken_file") from e
+    except csv.Error as e:
+        raise DataError(f"not a readable CSV ({e})", path=str(file), code="broken_file") from e
     samples = []
     for n, row in enumerate(rows):
         sample_id = (row.get("id") or f"{split}-{n}").strip()
-        text, label = (row.get("text") or "").strip(), (row.get(label_col) or "").strip()
+        text, label = (row.get(text_col) or "").strip(), (row.get(label_col) or "").strip()
         if not label:
             collector.reject("missing_label", f"row {n + 2} has an empty {label_col!r}", sample_id)
             continue
@@ -41,13 +58,17 @@ def _read_rows(file: Path, collector: Collector, *, task: str, split: str) -> li
     return samples
 
 
-def load_csv(path: str | Path, *, task: str = "intent", skip_invalid: bool = False) -> Dataset:
-    """One CSV file of `text,label` rows (optional `id`, `task` columns). The label space is the labels seen."""
+def load_csv(path: str | Path, *, task: str = "intent", skip_invalid: bool = False, text_column: str | None = None,
+             label_column: str | None = None) -> Dataset:
+    """One CSV (or .tsv) file of text and label rows (optional `id`, `task` columns); the columns are named by the
+    caller or recognised by their usual names (sentence, utterance, query / intent, category, ...). The label space
+    is the labels seen."""
     path = Path(path)
     if not path.is_file():
         raise DataError("CSV file does not exist", path=str(path))
     collector = Collector(path, skip_invalid=skip_invalid)
-    samples = _read_rows(path, collector, task=task, split=path.stem)
+    samples = _read_rows(path, collector, task=task, split=path.stem, text_column=text_column,
+                         label_column=label_column)
     spaces: dict[str, tuple[str, ...]] = {}
     for s in samples:
         spaces[s.task] = tuple(dict.fromkeys(spaces.get(s.task, ()) + (s.label,)))

@@ -27,7 +27,7 @@ def detect_format(path: str | Path) -> str:
     elif path.is_file():
         if path.suffix == ".jsonl":
             return "jsonl"
-        if path.suffix == ".csv":
+        if path.suffix.lower() in (".csv", ".tsv"):
             return "csv"
         if path.name == "data_full.json":
             return "clinc150"
@@ -43,9 +43,11 @@ def detect_format(path: str | Path) -> str:
 
 
 def load_dataset(
-    path: str | Path, *, format: str | None = None, skip_invalid: bool = False, check_images: bool = True
+    path: str | Path, *, format: str | None = None, skip_invalid: bool = False, check_images: bool = True,
+    text_column: str | None = None, label_column: str | None = None,
 ) -> Dataset:
-    """Load any supported dataset. `skip_invalid` skips bad items and records them in `Dataset.skipped`."""
+    """Load any supported dataset. `skip_invalid` skips bad items and records them in `Dataset.skipped`;
+    `text_column` / `label_column` name a CSV's columns (default: recognised by their usual names)."""
     fmt = format or detect_format(path)
     if fmt == "mdsirc":
         return load_mdsirc(path, skip_invalid=skip_invalid, check_images=check_images)
@@ -56,5 +58,5 @@ def load_dataset(
     if fmt == "jsonl":
         return load_jsonl(path, skip_invalid=skip_invalid, check_images=check_images)
     if fmt == "csv":
-        return load_csv(path, skip_invalid=skip_invalid)
+        return load_csv(path, skip_invalid=skip_invalid, text_column=text_column, label_column=label_column)
     raise DataError(f"unknown format {fmt!r}; formats: {', '.join(FORMATS)}", path=str(path))

@@ -245,10 +245,10 @@ class SessionNodes:
     def prepare(self, state: SessionState) -> dict:
         """Load the task's data, split it (search / verify / test) and featurize it, into the session folder."""
         cfg, folder = self.config, Path(state["session_dir"])
-        dataset = load_dataset(cfg.data).for_task(cfg.task)
+        dataset = load_dataset(cfg.data, **cfg.columns).for_task(cfg.task)
         if cfg.split is not None:
             given = Split.load(cfg.split)
-            given.check(load_dataset(cfg.data))
+            given.check(load_dataset(cfg.data, **cfg.columns))
             ids = {s.id for s in dataset.samples}
             # A verify part of a given split is searched too: cross-fitting verifies (see `verify`).
             split = given.model_copy(update={"search": tuple(i for i in (*given.search, *given.verify) if i in ids),

@@ -76,6 +76,14 @@ class SessionConfig(BaseModel):
         "search split; the search rewards rules by how they fix its out-of-fold predictions there, the sealed test "
         "compares rules + decider with the decider alone) or 'majority' (the search split's majority label).")
 
+    text_column: str | None = Field(None, description="A CSV's text column (default: recognised by name).")
+    label_column: str | None = Field(None, description="A CSV's label column (default: recognised by name).")
+
+    @property
+    def columns(self) -> dict[str, str | None]:
+        """The column names to pass to `load_dataset`."""
+        return {"text_column": self.text_column, "label_column": self.label_column}
+
     @field_validator("author")
     @classmethod
     def _author(cls, v: str) -> str:
@@ -169,7 +177,7 @@ def run_session(
     if config.task is None:
         from kdsl.data import load_dataset
 
-        tasks = list(load_dataset(config.data).tasks)
+        tasks = list(load_dataset(config.data, **config.columns).tasks)
         head["children"] = {t: child_id(session_id, t) for t in tasks}
         write_json(folder / CONFIG, head)
         return run_group(config, settings, session_id, on_iteration=on_iteration, review_fn=review_fn)

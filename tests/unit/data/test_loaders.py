@@ -144,7 +144,7 @@ def test_jsonl_broken_line_is_named(tmp_path):
 def test_csv_without_label_column(tmp_path):
     path = tmp_path / "x.csv"
     path.write_text("text,foo\nhello,bar\n", encoding="utf-8")
-    with pytest.raises(DataError, match="needs a 'text' column"):
+    with pytest.raises(DataError, match="which column is the label"):
         load_dataset(path)
 
 
