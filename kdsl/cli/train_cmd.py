@@ -5,10 +5,9 @@ from __future__ import annotations
 import re
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from kdsl.cli._edge import console, friendly_errors
 from kdsl.config import Settings
@@ -17,9 +16,11 @@ from kdsl.training.config import DEFAULT_BASE
 app = typer.Typer(help="Train a decider on the search split: the CPU default (`features`) or a LoRA LLM (`lora`).")
 
 
-def progress_bar() -> Progress:
-    return Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(), console=console)
+def progress_bar() -> Any:
+    """A live bar on a terminal; plain progress lines in a log file or a pipe."""
+    from kdsl._internal.progress import progress
+
+    return progress(console=console)
 
 
 def ensure_pack(model: str, settings: Settings) -> None:

@@ -110,28 +110,13 @@ class FeatureBuilder:
     def _process(
         self, users: dict[str, list[str]]
     ) -> tuple[dict[str, _ImageFeatures], dict[str, int], list[ImageFailure]]:
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
+        from kdsl._internal.progress import progress
 
         per_image: dict[str, _ImageFeatures] = {}
         by_hash: dict[str, _ImageFeatures] = {}  # identical files under two names run once, cache or not
         counts = {"computed": 0, "cached": 0}
         failures: list[ImageFailure] = []
-        columns = (
-            TextColumn("[progress.description]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[detail]}"),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-        )
-        with Progress(*columns, disable=not self.progress or not users) as bar:
+        with progress(disable=not self.progress or not users, info_field="detail") as bar:
             task = bar.add_task("image features", total=len(users), detail="")
             for path, sample_ids in users.items():
                 try:
