@@ -85,7 +85,7 @@ def discover(
                                         "model-free author: 'contrast' (label-specific substrings of the search "
                                         "split) or 'ngram' (random substrings).")] = "contrast",
     strategy: Annotated[str, typer.Option(help="mcts, greedy or random.")] = "mcts",
-    iterations: Annotated[int, typer.Option(help="Search iterations, shared out over the folds.")] = 50,
+    iterations: Annotated[int, typer.Option(help="Search iterations, shared out over the folds.")] = 1000,
     budget_seconds: Annotated[float | None, typer.Option(help="Search wall-clock budget.")] = None,
     budget_tokens: Annotated[int | None, typer.Option(help="Author token budget.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the split and the search.")] = 0,
@@ -93,7 +93,7 @@ def discover(
     no_images: Annotated[bool, typer.Option("--no-images", help="Dialogue text only (no OCR, visual labels).")]
     = False,
     min_support: Annotated[int, typer.Option(help="Verify: least support.")] = 3,
-    min_precision_lower: Annotated[float, typer.Option(help="Verify: least precision lower bound.")] = 0.5,
+    min_precision_lower: Annotated[float, typer.Option(help="Verify: least precision lower bound.")] = 0.4,
     min_precision: Annotated[float, typer.Option(help="Verify: least precision.")] = 0.9,
     folds: Annotated[int, typer.Option(min=2, max=20, help="Cross-fitting folds: one rule search per fold on the "
                                        "others, verified on it, counts pooled; the decider's out-of-fold "

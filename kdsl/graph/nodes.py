@@ -24,7 +24,7 @@ from kdsl.config import Settings
 from kdsl.data import SplitConfig, load_dataset, split_dataset, stratified_folds
 from kdsl.data.splits import Split
 from kdsl.graph.state import SessionState
-from kdsl.rules import Rule, RuleEngine, RuleSet, paired_bootstrap, score
+from kdsl.rules import Rule, RuleEngine, RuleSet, atoms, paired_bootstrap, score
 from kdsl.rules.analysis import RuleAnalysis
 from kdsl.search import (
     STRATEGIES,
@@ -36,6 +36,7 @@ from kdsl.search import (
     build_error_report,
     rule_key,
 )
+from kdsl.search.terms import label_terms
 from kdsl.tools.features import FeatureTable
 from kdsl.traces import TraceEvent, TraceLog, digest
 from kdsl.traces.events import truncate
@@ -56,7 +57,7 @@ VERDICT, EVALUATION, REPORT, EVENTS, COMMITTED = (
 # search, from the final fit on verify and test.
 DECIDER_DIR, DECIDER_PREDICTIONS = "decider", "decider_predictions.json"
 # Cross-fitting: each fold's search writes its best rule set and tree; the fitted arbiter; the test predictions.
-FOLD_RULES, FOLD_SEARCH = "rules.fold{k}.json", "search.fold{k}.json"
+FOLD_RULES, FOLD_SEARCH, FOLD_TERMS = "rules.fold{k}.json", "search.fold{k}.json", "terms.fold{k}.json"
 ARBITER, TEST_PREDICTIONS = "arbiter.json", "test_predictions.json"
 
 
@@ -224,8 +225,7 @@ class SessionNodes:
 
     def _proposer(self, state: SessionState, part: _Part) -> Any:
         spec = self.config.author
-        # OCR text is most of what an image-scene sample has; the dialogue is most of a dialogue sample.
-        fields = ("user_text", "image_text") if self.config.images else ("user_text",)
+        fields = self._fields()
         if spec == "ngram":
             from kdsl.search import NgramProposer
 
@@ -275,7 +275,7 @@ class SessionNodes:
         """Search rule sets once per cross-fitting fold, each on the search samples outside that fold, rewarded by
         how the rules fix the decider's out-of-fold predictions there. The budgets are shared out over the folds.
         After each iteration the fold's best set and the spent budgets go to rules.fold<k>.json and progress.json;
-        run again after a crash, the search goes on from there. rules.json is the union of the folds' sets."""
+        run again after a crash, the search goes on from there. rules.json: the atoms of the folds' sets."""
         folder = Path(state["session_dir"])
         progress_path = folder / PROGRESS
         folds = self._folds(state)
@@ -311,9 +311,19 @@ class SessionNodes:
             return total // folds + (1 if k < total % folds else 0)
         return total / folds
 
+    def _fields(self) -> tuple[str, ...]:
+        # OCR text (and its title band) is most of what an image-scene sample has; the dialogue is most of a
+        # dialogue sample.
+        return ("user_text", "image_text", "image_title") if self.config.images else ("user_text",)
+
     def _search_fold(self, state: SessionState, k: int, n_folds: int, done: dict) -> dict:
         cfg, folder, task = self.config, Path(state["session_dir"]), state["task"]
         part = self._part(state, "search", fold=k, held=False)
+        terms_path = folder / FOLD_TERMS.format(k=k)
+        if not terms_path.exists():  # each label's most specific terms on the fold's training samples
+            mined = label_terms({f: part.engine.texts(f) for f in self._fields()}, part.gold, task, per_label=10,
+                                min_support=2, min_lower=0.3)
+            save_rules(RuleSet(rules=tuple(mined)), terms_path)
         labels, confidence = self._fallback(state, "search", part.ids)
         reward = Reward(part.engine, part.gold, labels, task=task, fallback_confidence=confidence)
         table = self._table(state)
@@ -387,24 +397,27 @@ class SessionNodes:
             (folder / SEARCH).write_text(result.model_dump_json(indent=1), encoding="utf-8")
         return done
 
-    def _fold_rules(self, state: SessionState) -> dict[int, RuleSet]:
+    def _fold_rules(self, state: SessionState) -> dict[int, list[Rule]]:
+        """Fold -> its candidates: the best rule set of its search and its labels' most specific terms."""
         folder = Path(state["session_dir"])
-        return {k: RuleSet.load(folder / FOLD_RULES.format(k=k)).for_task(state["task"])
-                if (folder / FOLD_RULES.format(k=k)).exists() else RuleSet() for k in self._folds(state)}
+        out: dict[int, list[Rule]] = {}
+        for k in self._folds(state):
+            out[k] = [r for name in (FOLD_RULES, FOLD_TERMS) if (folder / name.format(k=k)).exists()
+                      for r in RuleSet.load(folder / name.format(k=k)).for_task(state["task"])]
+        return out
+
+    def _fold_atoms(self, state: SessionState) -> dict[int, set[str]]:
+        """Fold -> the keys of the atoms (single terms, see `kdsl.rules.atoms`) its search proposed."""
+        return {k: {rule_key(a) for r in rules for a in atoms(r)} for k, rules in self._fold_rules(state).items()}
 
     def _merge_folds(self, state: SessionState) -> RuleSet:
-        """The union of the folds' rule sets (a rule found in several folds once), into rules.json."""
+        """The candidates: every atom of the folds' rule sets (a term found by several folds once), into
+        rules.json. The folds' searches rarely agree on a whole term list, but often on its terms."""
         merged: dict[str, Rule] = {}
-        ids: set[str] = set()
-        for k, rules in self._fold_rules(state).items():
+        for rules in self._fold_rules(state).values():
             for rule in rules:
-                key = rule_key(rule)
-                if key in merged:
-                    continue
-                if rule.id in ids:
-                    rule = rule.model_copy(update={"id": f"{rule.id}-f{k}"})
-                merged[key] = rule
-                ids.add(rule.id)
+                for atom in atoms(rule):
+                    merged.setdefault(rule_key(atom), atom)
         rules = RuleSet(rules=tuple(merged.values()))
         save_rules(rules, Path(state["session_dir"]) / RULES)
         return rules
@@ -415,7 +428,7 @@ class SessionNodes:
         part = self._part(state, "search")
         folds = self._decider(state)["folds"]
         fold_of = np.array([folds[i] for i in part.ids])
-        proposed = {k: {rule_key(r) for r in fold_rules} for k, fold_rules in self._fold_rules(state).items()}
+        proposed = self._fold_atoms(state)
         mask = np.array([[rule_key(r) in proposed.get(int(f), set()) for r in rules] for f in fold_of], dtype=bool)
         mask = mask.reshape(len(part.ids), len(rules))
         return part.engine.fire_matrix(list(rules)) & mask
@@ -433,7 +446,7 @@ class SessionNodes:
         fired = self._held_out_fires(state, rules)
         stats = RuleAnalysis(fired, [r.label for r in rule_list], part.gold,
                              faults=[part.engine.fault_counts.get(r.id, 0) for r in rule_list]).stats()
-        proposed = {k: {rule_key(r) for r in fold_rules} for k, fold_rules in self._fold_rules(state).items()}
+        proposed = self._fold_atoms(state)
         verdicts = []
         for rule, st in zip(rule_list, stats, strict=True):
             ok, why = verifier.judge(st)

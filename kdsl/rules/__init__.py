@@ -17,11 +17,12 @@ from kdsl.rules.condition import (
 from kdsl.rules.engine import ABSTAIN, RuleEngine, RuleSetPrediction
 from kdsl.rules.metrics import PairedBootstrap, Scores, paired_bootstrap, score, with_fallback
 from kdsl.rules.normalize import normalize
-from kdsl.rules.rule import Provenance, Rule, RuleSet, RuleStatus, parse_rule
+from kdsl.rules.rule import Provenance, Rule, RuleSet, RuleStatus, atoms, parse_rule
 
 __all__ = [
     "ABSTAIN", "AllOf", "And", "AnyOf", "Condition", "Not", "Or", "PairedBootstrap", "Provenance", "Regex",
     "Rule", "RuleAnalysis", "RuleEngine", "RuleSet", "RuleSetPrediction", "RuleStats", "RuleStatus", "Scores",
-    "compile_regex", "leaves", "matched_leaves", "n_terms", "normalize", "paired_bootstrap", "parse_rule", "score",
+    "atoms", "compile_regex", "leaves", "matched_leaves", "n_terms", "normalize", "paired_bootstrap", "parse_rule",
+    "score",
     "wilson_lower_bound", "with_fallback",
 ]

@@ -113,3 +113,19 @@ def parse_rule(raw: object, *, where: str = "rule") -> Rule:
         rid = raw.get("id") if isinstance(raw, dict) else None
         problems = "; ".join(f"{'.'.join(map(str, err['loc'])) or 'rule'}: {err['msg']}" for err in e.errors()[:3])
         raise RuleSyntaxError(f"{where}{f' ({rid})' if rid else ''}: {problems}") from e
+
+
+def atoms(rule: Rule) -> list[Rule]:
+    """The rule split into the smallest rules it is made of: one per term of an `any_of` condition (each term on
+    its own says the label), the rule itself otherwise. Searches on different samples rarely agree on a whole term
+    list, but they do on its terms, so terms are what cross-fitted verification counts."""
+    from kdsl.rules.condition import AnyOf
+
+    if not isinstance(rule.when, AnyOf):
+        # A content id: the same condition for the same label is one atom whichever search wrote it.
+        return [Rule.model_validate({**rule.model_dump(mode="json", by_alias=True), "id": "", "stats": None})]
+    field = rule.when.field
+    return [Rule(label=rule.label, task=rule.task, when=AnyOf(field=field, any_of=(term,)),
+                 statement=f"'{term}' in {field} means {rule.label}",
+                 origin=rule.origin.model_copy(update={"parent": rule.id}))
+            for term in dict.fromkeys(rule.when.any_of)]

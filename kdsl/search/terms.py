@@ -70,3 +70,40 @@ def candidate_terms(text: str, min_chars: int = 2, max_chars: int = 4) -> list[s
                     seen.setdefault(chunk[start:start + n], None)
             run = []
     return list(seen)
+
+
+def label_terms(texts: dict[str, list[str]], gold: list[str], task: str, *, per_label: int = 5,
+                min_support: int = 3, min_lower: float = 0.4, min_chars: int = 2, max_chars: int = 4) -> list:
+    """The terms that best single out each label on labeled samples, as one-term rules (`per_label` per label and
+    field, ranked by the Wilson lower bound of the label's share among the samples holding the term). A person
+    reading the samples by label would write these first; the search then adds what fixes the decider's errors.
+
+    `texts` maps a field to the normalised text of each sample (in the order of `gold`)."""
+    from collections import Counter
+
+    from kdsl.rules.analysis import wilson_lower_bound
+    from kdsl.rules.condition import AnyOf
+    from kdsl.rules.rule import Provenance, Rule
+
+    rules = []
+    for field, column in texts.items():
+        df: Counter[str] = Counter()
+        by_label: dict[str, Counter[str]] = {}
+        for text, label in zip(column, gold, strict=True):
+            terms = set(candidate_terms(text, min_chars, max_chars))
+            df.update(terms)
+            by_label.setdefault(label, Counter()).update(terms)
+        for label, counts in sorted(by_label.items()):
+            ranked = sorted(((wilson_lower_bound(c, df[t]), len(t), t) for t, c in counts.items()
+                             if df[t] >= min_support), key=lambda x: (-x[0], -x[1], x[2]))
+            chosen: list[str] = []
+            for lower, _, term in ranked:
+                if lower < min_lower or len(chosen) >= per_label:
+                    break
+                if any(term in c or c in term for c in chosen):  # one of overlapping n-grams is enough
+                    continue
+                chosen.append(term)
+                rules.append(Rule(label=label, task=task, when=AnyOf(field=field, any_of=(term,)),  # type: ignore[arg-type]
+                                  statement=f"'{term}' in {field} means {label}",
+                                  origin=Provenance(author="label-terms")))
+    return rules

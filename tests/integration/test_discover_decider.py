@@ -26,7 +26,7 @@ from kdsl.graph.nodes import (
     TEST_PREDICTIONS,
     VERDICT,
 )
-from kdsl.rules import RuleEngine, RuleSet
+from kdsl.rules import RuleEngine, RuleSet, atoms
 from kdsl.search import rule_key
 from kdsl.tools.features import FeatureTable
 
@@ -70,7 +70,8 @@ def test_session_rewards_rules_against_out_of_fold_decider_predictions(home: Set
     # without seeing them, recomputed here from the fold files.
     folds = predictions["folds"]
     assert set(folds) == set(split["search"]) and set(folds.values()) == set(range(5))
-    fold_keys = {k: {rule_key(r) for r in RuleSet.load(folder / FOLD_RULES.format(k=k))} for k in range(5)}
+    fold_keys = {k: {rule_key(a) for r in RuleSet.load(folder / FOLD_RULES.format(k=k)) for a in atoms(r)}
+                 for k in range(5)}
     rules = RuleSet.load(folder / RULES)
     assert {rule_key(r) for r in rules} == set().union(*fold_keys.values())
     verdict = json.loads((folder / VERDICT).read_text(encoding="utf-8"))
