@@ -50,19 +50,22 @@ def rules_section(s: SessionFiles) -> str:
                      stats.get("support", "–"), num(stats.get("precision"), ".3f"),
                      num(stats.get("precision_lower"), ".3f"), stats.get("conflicts", "–"), verdict_html,
                      "–" if fired is None else fired, "–" if right is None else right,
-                     rule.origin.author if rule else "–"])
+                     num(right / fired, ".3f") if fired else "–", rule.origin.author if rule else "–"])
         classes.append(state)
     if not rows:
         return note("No rules yet: the search has not saved a rule set.")
     parts = [note(derived, "warn")] if derived else []
     n_verify = (s.verdict or {}).get("n_samples")
-    parts.append(note(f"The best rule set of the search, each rule checked on the verify split"
-                      f"{f' ({n_verify} samples)' if n_verify else ''}: support is the samples it fires on, "
-                      "precision the share of them it labels right, the Wilson lower bound (95%) what the engine "
-                      "ranks firing rules by. Test columns: accepted rules on the sealed test split."))
+    where = (s.verdict or {}).get("split") or "verify"
+    parts.append(note(f"The candidate rules, each checked on {where}"
+                      f"{f' ({n_verify} samples)' if n_verify else ''}: support is the samples it fires on (in a "
+                      "cross-fitted session: only samples the search that proposed it never saw), precision the share "
+                      "of them it labels right (the estimate), the Wilson lower bound (95%) what the engine ranks "
+                      "firing rules by. Test columns: accepted rules on the sealed test split, the precision realized "
+                      "there beside the estimate."))
     parts.append(table(["id", "label", "condition", "statement", "support", "precision", "Wilson lower bound",
-                        "conflicts", "verdict", "test fired", "test right", "author"], rows,
-                       table_id="rules-table", numeric=(4, 5, 6, 7, 9, 10), row_class=lambda r: classes[r]))
+                        "conflicts", "verdict", "test fired", "test right", "test precision", "author"], rows,
+                       table_id="rules-table", numeric=(4, 5, 6, 7, 9, 10, 11), row_class=lambda r: classes[r]))
     tasks = (s.verdict or {}).get("tasks") or []
     if tasks:
         vrows = []
@@ -72,7 +75,7 @@ def rules_section(s: SessionFiles) -> str:
                 sc = t.get(key) or {}
                 vrows.append([t.get("task"), name, num(sc.get("coverage"), ".3f"), num(sc.get("weighted_f1")),
                               num(sc.get("macro_f1"))])
-        parts.append("<h3>The whole best set on the verify split</h3>")
+        parts.append(f"<h3>The accepted rules together on {esc(where)}</h3>")
         parts.append(table(["task", "predictor", "coverage", "weighted F1", "macro F1"], vrows, numeric=(2, 3, 4)))
     return "".join(parts)
 

@@ -43,3 +43,14 @@ def test_a_word_glued_to_a_later_occurrence_still_matches():
     # The first occurrence is inside a word, the second stands alone: the engine must look past the first.
     engine = RuleEngine([SampleFeatures(sample_id="a", task="t", user_text="cancellation, then cancel it")], ["t"])
     assert engine.term_mask("user_text", "cancel").tolist() == [True]
+
+
+def test_atoms_split_a_term_list_into_one_rule_per_term_with_content_ids():
+    from kdsl.rules import Rule, atoms
+
+    rule = Rule(id="mine", label="L", task="t", when=AnyOf(field="user_text", any_of=("refund", "退款", "refund")))
+    parts = atoms(rule)
+    assert [p.when.any_of for p in parts] == [("refund",), ("退款",)]
+    assert all(p.origin.parent == "mine" and p.id.startswith("r-") for p in parts)
+    again = atoms(Rule(label="L", task="t", when=AnyOf(field="user_text", any_of=("退款",))))
+    assert again[0].id == parts[1].id  # the same term for the same label is one atom, whoever wrote it

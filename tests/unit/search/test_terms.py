@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from kdsl.rules.normalize import normalize
-from kdsl.search.terms import candidate_terms
+from kdsl.search.terms import candidate_terms, label_terms
 
 
 def test_english_terms_are_words_and_phrases_never_fragments_or_stopwords():
@@ -22,3 +22,19 @@ def test_chinese_terms_are_ngrams_of_cjk_runs():
     assert "88vip" in terms
     assert not any("？" in t or "?" in t for t in terms)
     assert all(2 <= len(t) <= 4 for t in terms if t != "88vip")
+
+
+def test_label_terms_rank_each_labels_most_specific_terms():
+    texts = ["my card has not arrived", "when will my card arrive", "card not arrived yet",
+             "cancel the transfer please", "how do i cancel a transfer", "my transfer failed"]
+    gold = ["card_arrival"] * 3 + ["cancel_transfer"] * 2 + ["failed_transfer"]
+    rules = label_terms({"user_text": [normalize(t) for t in texts]}, gold, "intent", per_label=3, min_support=2,
+                        min_lower=0.3)
+    by_label: dict[str, list[str]] = {}
+    for r in rules:
+        assert r.task == "intent" and len(r.when.any_of) == 1
+        by_label.setdefault(r.label, []).append(r.when.any_of[0])
+    assert by_label["card_arrival"][0] == "card"  # in all three, and nowhere else
+    assert "cancel" in by_label["cancel_transfer"]
+    assert "transfer" not in by_label.get("cancel_transfer", [])  # shared with another label: not specific
+    assert "failed_transfer" not in by_label  # one sample: below the support asked for
