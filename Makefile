@@ -46,12 +46,13 @@ vllm-env: $(VLLM_VENV)/.installed
 
 demo: install
 	$(BIN)/kdsl data inspect $(DATA)/www2025-mdsirc
-	$(BIN)/kdsl data inspect $(DATA)/banking77
-	$(BIN)/kdsl data inspect $(DATA)/clinc150
-	$(BIN)/kdsl data split $(DATA)/www2025-mdsirc --out $(RUNS)/mdsirc-split.json --seed 0
+	@mkdir -p $(RUNS)
 	$(BIN)/kdsl features build --data $(DATA)/www2025-mdsirc --out $(RUNS)/mdsirc-features.jsonl
-	$(BIN)/kdsl rules check examples/rules/mdsirc_image_scene.json --data $(DATA)/www2025-mdsirc \
-		--split $(RUNS)/mdsirc-split.json --part verify --out $(RUNS)/mdsirc-rules-check.json
+	$(BIN)/kdsl discover --data $(DATA)/www2025-mdsirc --json | tee $(RUNS)/discover.txt
+	@ID=$$(tail -n 1 $(RUNS)/discover.txt | $(BIN)/python -c "import json, sys; print(json.load(sys.stdin)['session'])") && \
+	$(BIN)/kdsl report $$ID --out $(RUNS)/report.html && \
+	$(BIN)/kdsl predict --session $$ID --in $(DATA)/www2025-mdsirc --part test --limit 6 --show 6 \
+		--out $(RUNS)/decisions.jsonl
 
 test: install vllm-env chromium
 	$(BIN)/python -m pytest -q

@@ -69,10 +69,18 @@ def _print_task(report: dict[str, Any]) -> None:
         s = test[key]
         table.add_row(name, f"{s['coverage']:.3f}", f"{s['accuracy']:.3f}", f"{s['weighted_f1']:.3f}",
                       f"{s['macro_f1']:.3f}")
+    if test.get("baseline"):
+        s = test["baseline"]
+        table.add_row(f"{s['name']} (baseline)", f"{s['coverage']:.3f}", f"{s['accuracy']:.3f}",
+                      f"{s['weighted_f1']:.3f}", f"{s['macro_f1']:.3f}")
     console.print(table)
     b = test["bootstrap"]
-    console.print(f"weighted F1 with rules - without: {b['delta']:+.4f} (95% CI {b['low']:+.4f} .. {b['high']:+.4f})",
-                  highlight=False)
+    console.print(f"weighted F1, together - {test['fallback_name']} alone: {b['delta']:+.4f} (paired 95% CI "
+                  f"{b['low']:+.4f} .. {b['high']:+.4f})", highlight=False)
+    if test.get("baseline"):
+        b = test["baseline"]["together_minus_baseline"]
+        console.print(f"weighted F1, together - {test['baseline']['name']}: {b['delta']:+.4f} (paired 95% CI "
+                      f"{b['low']:+.4f} .. {b['high']:+.4f})", highlight=False)
 
 
 @app.command()

@@ -14,6 +14,18 @@ from kdsl.config import Settings
 app = typer.Typer(help="Write a session's HTML report.")
 
 
+def _children(settings: Settings, session_id: str) -> dict[str, str]:
+    import json
+
+    if Path(session_id).name != session_id:
+        return {}
+    path = settings.sessions_dir / session_id / "config.json"
+    try:
+        return dict(json.loads(path.read_text(encoding="utf-8")).get("children") or {})
+    except (OSError, ValueError):
+        return {}
+
+
 @app.command("report")
 @friendly_errors
 def report(
@@ -26,12 +38,20 @@ def report(
     path, the rules with their statistics and verdicts, per-class F1, confusion matrix, costs and timeline. Inline
     CSS and SVG, no script, nothing fetched: it opens anywhere, offline.
 
+    A session over several tasks gets one page per task (FILE.TASK.html with --out).
+
     Example: kdsl report 20261124-063259-534809 --out session.html --open
     """
     from kdsl.graph.catalog import session_trace  # langgraph loads only here
     from kdsl.traces.report import write_report
 
     settings = Settings()
+    children = _children(settings, session_id)
+    if children:  # a session over several tasks: one page per task
+        for task, child in children.items():
+            target = out.with_name(f"{out.stem}.{task}{out.suffix}") if out is not None else None
+            report(child, target, open_)
+        return
     try:
         if Path(session_id).name != session_id:  # a path, not an id: never read outside the sessions folder
             raise KeyError(f"no session {session_id!r} under {settings.sessions_dir}; see `kdsl sessions list`")

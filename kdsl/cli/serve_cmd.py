@@ -84,6 +84,29 @@ def serve(
         predictor.close()
 
 
+def _in_part(samples: list, folder: Path | None, part: str) -> list:
+    from kdsl.data import Split
+
+    path = (folder or Path(".")) / "split.json"
+    if part not in ("search", "test") or not path.is_file():
+        raise typer.BadParameter(f"--part {part}: needs search or test and the decider's split.json ({path})")
+    ids = set(Split.load(path).ids(part))  # type: ignore[arg-type]
+    return [s for s in samples if s.id in ids]
+
+
+def _print_decision(sample, d) -> None:
+    """One decision as a person reads it: what was asked, the answer, who decided, and why."""
+    text = " / ".join(t.text for t in sample.turns if t.role == "user" and t.text)[:120] or "(image only)"
+    gold = f"  (gold {sample.label})" if sample.label is not None else ""
+    console.print(f"[bold]{sample.id}[/bold] {sample.task}: {text}", highlight=False)
+    console.print(f"  -> {d.label}  [{d.source}, confidence {d.confidence:.2f}]{gold}", highlight=False)
+    for r in d.fired_rules[:3]:
+        console.print(f"     rule {r.id}: {r.condition} -> {r.label} (estimated precision {r.precision:.2f} on "
+                      f"{r.support})", highlight=False)
+    top = ", ".join(f"{lab} {p:.2f}" for lab, p in d.decider_top)
+    console.print(f"     decider: {top}", highlight=False)
+
+
 @app.command("predict")
 @friendly_errors
 def predict(
@@ -98,6 +121,11 @@ def predict(
     batch_size: Annotated[int, typer.Option(min=1, help="Samples per model call.")] = 16,
     skip_invalid: Annotated[bool, typer.Option(help="Skip unreadable items and samples of tasks the decider does "
                                                     "not serve, and count them, instead of stopping.")] = False,
+    part: Annotated[str | None, typer.Option(help="Only the samples of this part (search or test) of the split the "
+                                                  "decider or session was trained on: `test` is its sealed test.")]
+    = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Only the first N samples.")] = None,
+    show: Annotated[int, typer.Option(min=0, help="Print the first N decisions, explained, on the console.")] = 0,
 ) -> None:
     """Predict every sample of a file with the decider and its rules; write explained decisions as JSONL.
 
@@ -112,8 +140,13 @@ def predict(
     dataset = load_dataset(in_, skip_invalid=skip_invalid)
     console.print("loading the decider ...")
     predictor = _load(decider, policy, rules, backend, threads, settings)
+    chosen = list(dataset.samples)
+    if part is not None:
+        chosen = _in_part(chosen, predictor.folder, part)
+    if limit is not None:
+        chosen = chosen[:limit]
     samples, skipped = [], Counter(f"{s.code}" for s in dataset.skipped)
-    for i, sample in enumerate(dataset.samples):
+    for i, sample in enumerate(chosen):
         try:
             predictor.check(sample)
         except DataError as e:
@@ -130,6 +163,7 @@ def predict(
     out.parent.mkdir(parents=True, exist_ok=True)
     rules_by_id = {r.id: r for r in predictor.rules.rules}
     sources: Counter[str] = Counter()
+    shown: list = []
     correct = labeled = 0
     start = time.perf_counter()
     try:
@@ -145,6 +179,8 @@ def predict(
                 for (i, s), d in zip(chunk, decisions, strict=True):
                     row = DecisionOut.of(d, i, s.id, rules_by_id, gold=s.label)
                     f.write(json.dumps(row.model_dump(mode="json"), ensure_ascii=False) + "\n")
+                    if len(shown) < show:
+                        shown.append((s, d))
                     sources[row.source] += 1
                     if s.label is not None:
                         labeled += 1
@@ -155,6 +191,8 @@ def predict(
         tmp.unlink(missing_ok=True)
         predictor.close()
     seconds = time.perf_counter() - start
+    for s, d in shown:
+        _print_decision(s, d)
     console.print(f"{len(samples)} decisions -> {out} in {seconds:.1f} s "
                   f"({', '.join(f'{k} {v}' for k, v in sorted(sources.items())) or 'none'})", highlight=False)
     if labeled:

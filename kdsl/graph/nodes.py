@@ -18,6 +18,7 @@ from langgraph.types import interrupt
 from kdsl import __version__
 from kdsl._internal._atomic import write_json_atomic as write_json  # the session's JSON files, written atomically
 from kdsl.agents.arbiter import Arbiter, ArbiterConfig
+from kdsl.agents.baseline import char_tfidf_lr
 from kdsl.agents.decider import LabelDistribution
 from kdsl.agents.verifier import RuleVerdict, TaskVerdict, Verdict, Verifier, VerifierConfig, majority_fallback
 from kdsl.config import Settings
@@ -433,25 +434,54 @@ class SessionNodes:
         mask = mask.reshape(len(part.ids), len(rules))
         return part.engine.fire_matrix(list(rules)) & mask
 
+    def _verifier(self) -> Verifier:
+        cfg = self.config
+        return Verifier(VerifierConfig(min_support=cfg.min_support, min_precision_lower=cfg.min_precision_lower,
+                                       seed=cfg.seed))
+
+    def _judge(self, verifier: Verifier, stats: Any) -> tuple[bool, str]:
+        ok, why = verifier.judge(stats)
+        if ok and stats.precision < self.config.min_precision:
+            ok, why = False, f"precision {stats.precision:.2f} < {self.config.min_precision:.2f}"
+        return ok, why
+
+    def _nested(self, state: SessionState, rules: list[Rule]) -> list[list[Rule]]:
+        """For each search sample, the rules it would meet as unseen test data: those of `rules` its fold's search
+        proposed that fire on it and that the verifier accepts on the other folds alone, carrying the statistics
+        counted there. Estimates made from these are not flattered by the choice of rules (the winner's curse of
+        picking the best-looking rules out of many on the same counts)."""
+        part = self._part(state, "search")
+        folds = self._decider(state)["folds"]
+        fold_of = np.array([folds[i] for i in part.ids])
+        fired = self._held_out_fires(state, RuleSet(rules=tuple(rules)))
+        verifier = self._verifier()
+        out: list[list[Rule]] = [[] for _ in part.ids]
+        for k in np.unique(fold_of):
+            outside = fold_of != k
+            stats = RuleAnalysis(fired & outside[:, None], [r.label for r in rules], part.gold).stats()
+            ok = [self._judge(verifier, st)[0] for st in stats]
+            carried = [r.model_copy(update={"stats": st}) for r, st in zip(rules, stats, strict=True)]
+            for i in np.flatnonzero(~outside):
+                out[i] = [carried[j] for j in np.flatnonzero(fired[i]) if ok[j]]
+        return out
+
     def verify(self, state: SessionState) -> dict:
         """Cross-fitted verification: each rule is scored on the folds whose search proposed it without seeing them,
         the counts pooled over folds (no samples are set aside for a verify split). A rule is kept when the pooled
-        support, precision lower bound and precision pass the bars; its pooled precision is its estimate."""
+        support, precision lower bound and precision pass the bars; its pooled precision is its estimate. The
+        accepted set's precision and coverage are estimated one level further out (see `_nested`)."""
         cfg, folder, task = self.config, Path(state["session_dir"]), state["task"]
         part = self._part(state, "search")
         rules = RuleSet.load(state["rules_path"]).for_task(task)
         rule_list = list(rules)
-        verifier = Verifier(VerifierConfig(min_support=cfg.min_support, min_precision_lower=cfg.min_precision_lower,
-                                           seed=cfg.seed))
+        verifier = self._verifier()
         fired = self._held_out_fires(state, rules)
         stats = RuleAnalysis(fired, [r.label for r in rule_list], part.gold,
                              faults=[part.engine.fault_counts.get(r.id, 0) for r in rule_list]).stats()
         proposed = self._fold_atoms(state)
         verdicts = []
         for rule, st in zip(rule_list, stats, strict=True):
-            ok, why = verifier.judge(st)
-            if ok and st.precision < cfg.min_precision:
-                ok, why = False, f"precision {st.precision:.2f} < {cfg.min_precision:.2f}"
+            ok, why = self._judge(verifier, st)
             n_proposed = sum(rule_key(rule) in keys for keys in proposed.values())
             verdicts.append(RuleVerdict(rule_id=rule.id, label=rule.label, task=rule.task,
                                         condition=rule.when.render(), statement=rule.statement, stats=st,
@@ -459,13 +489,12 @@ class SessionNodes:
                                         "folds", folds=n_proposed))
         accepted = [i for i, v in enumerate(verdicts) if v.accepted]
         labels, conf = self._fallback(state, "search")
-        chosen = [rule_list[i] for i in accepted]
-        prediction = part.engine.predict(chosen, [stats[i].precision_lower for i in accepted],
-                                         fired=fired[:, accepted])
-        rule_pred = list(prediction.labels)
+        nested = self._nested(state, [rule_list[i] for i in accepted])
+        best = [max(met, key=lambda r: r.confidence) if met else None for met in nested]
+        rule_pred = [r.label if r is not None else None for r in best]
         # Where a rule fires it decides if it is surer than the decider (the search's own arbitration).
-        together = [r if r is not None and c_rule > c else d for r, c_rule, d, c in
-                    zip(rule_pred, prediction.confidence.tolist(), labels, conf, strict=True)]
+        together = [r.label if r is not None and r.confidence > c else d
+                    for r, d, c in zip(best, labels, conf, strict=True)]
         boot = paired_bootstrap(part.gold, together, labels, seed=cfg.seed)
         verdict = Verdict(split=f"search, cross-fitted over {len(proposed)} folds", n_samples=len(part.ids),
                           config=verifier.config, rules=tuple(verdicts),
@@ -521,13 +550,12 @@ class SessionNodes:
 
     def arbiter(self, state: SessionState) -> dict:
         """Fit the arbiter on cross-fitted data: each search sample's out-of-fold decider distribution and the
-        accepted rules that fire on it from its fold's search, so the weight it learns is the one that holds on
+        accepted rules it would meet as unseen data (`_nested`), so the weight it learns is the one that holds on
         samples neither side was fitted on."""
         folder = Path(state["session_dir"])
         part = self._part(state, "search")
         rules = self._accepted_rules(state)
-        fired = self._held_out_fires(state, RuleSet(rules=tuple(rules)))
-        on_sample = [[rules[j] for j in np.flatnonzero(row)] for row in fired]
+        on_sample = self._nested(state, rules)
         arbiter = Arbiter(ArbiterConfig(policy="stacked"))
         weights = arbiter.fit(self._distributions(state, "search", part.ids), on_sample, part.gold)
         write_json(folder / ARBITER, {"policy": "stacked", "weights": weights})
@@ -567,10 +595,17 @@ class SessionNodes:
         verdict = Verdict.model_validate_json(Path(state["verdict_path"]).read_text(encoding="utf-8"))
         estimated = verdict.tasks[0].rules if verdict.tasks else None
         rules_scores = score(part.gold, rule_pred)
+        # The baseline a person would try first, fitted on the same search samples as the decider.
+        search, table = self._part(state, "search"), self._table(state)
+        baseline = char_tfidf_lr([table[i].all_text for i in search.ids], search.gold,
+                                 [table[i].all_text for i in part.ids])
         evaluation = {"split": "test", "n": len(part.gold), "fallback_name": self._decider_name(state),
                       "rules": rules_scores.model_dump(), "fallback": score(part.gold, base).model_dump(),
                       "rules_with_fallback": score(part.gold, together).model_dump(),
                       "bootstrap": boot.model_dump(), "arbiter": {"policy": "stacked", "weights": weights},
+                      "baseline": {"name": "char TF-IDF + LR", **score(part.gold, baseline).model_dump(),
+                                   "together_minus_baseline": paired_bootstrap(part.gold, together, baseline,
+                                                                               seed=cfg.seed).model_dump()},
                       "precision": {"estimated": estimated.accuracy_where_fired if estimated else None,
                                     "estimated_coverage": estimated.coverage if estimated else None,
                                     "realized": rules_scores.accuracy_where_fired,
@@ -578,7 +613,7 @@ class SessionNodes:
                       "per_rule": per_rule}
         write_json(folder / EVALUATION, evaluation)
         write_json(folder / TEST_PREDICTIONS, {"ids": part.ids, "gold": part.gold, "rules": rule_pred,
-                                               "decider": base, "together": together,
+                                               "decider": base, "together": together, "baseline": baseline,
                                                "sources": [d.source for d in decisions]})
         return {"test_scores": {
             "rules_coverage": evaluation["rules"]["coverage"],

@@ -233,6 +233,12 @@ def _join_group(session_id: str, children: dict[str, str], settings: Settings) -
         encoders = default_encoders(settings, images=images)
         merged = merge_deciders([FeatureDecider.load(p, encoders) for p in parts], name=f"session-{session_id}")
         target = merged.save(folder / DECIDER_DIR)
+        from kdsl.data import Split
+
+        splits = [Split.load(p / "split.json") for p in parts]
+        Split(dataset=splits[0].dataset.split(":")[0], fingerprint=splits[0].fingerprint, config=splits[0].config,
+              search=tuple(i for sp in splits for i in sp.search), verify=(),
+              test=tuple(i for sp in splits for i in sp.test)).save(target / "split.json")
         collaborations = [Collaboration.load(p) for p in parts]
         rules = tuple(r for c in collaborations if c is not None for r in c.rules.rules)
         weights = {t: w for c in collaborations if c is not None
