@@ -12,8 +12,10 @@ def char_tfidf_lr(train_texts: Sequence[str], train_labels: Sequence[str], test_
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
 
-    if len(set(train_labels)) < 2:
-        return [train_labels[0]] * len(test_texts) if train_labels else []
+    if len(set(train_labels)) < 2 or not any(t.strip() for t in train_texts):
+        # Nothing to learn from (one label, or no text: images without OCR): the majority label.
+        majority = max(sorted(set(train_labels)), key=list(train_labels).count) if train_labels else ""
+        return [majority] * len(test_texts)
     model = make_pipeline(TfidfVectorizer(analyzer="char_wb", ngram_range=(1, 3), sublinear_tf=True),
                           LogisticRegression(C=10, max_iter=1000))
     model.fit([t or " " for t in train_texts], list(train_labels))
