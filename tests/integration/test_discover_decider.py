@@ -21,6 +21,7 @@ from kdsl.graph.nodes import (
     DECIDER_PREDICTIONS,
     FEATURES,
     FOLD_RULES,
+    FOLD_TERMS,
     RULES,
     SPLIT,
     TEST_PREDICTIONS,
@@ -70,8 +71,9 @@ def test_session_rewards_rules_against_out_of_fold_decider_predictions(home: Set
     # without seeing them, recomputed here from the fold files.
     folds = predictions["folds"]
     assert set(folds) == set(split["search"]) and set(folds.values()) == set(range(5))
-    fold_keys = {k: {rule_key(a) for r in RuleSet.load(folder / FOLD_RULES.format(k=k)) for a in atoms(r)}
-                 for k in range(5)}
+    # A fold's candidates: its search's best set and its labels' most specific terms, both found without the fold.
+    fold_keys = {k: {rule_key(a) for name in (FOLD_RULES, FOLD_TERMS)
+                     for r in RuleSet.load(folder / name.format(k=k)) for a in atoms(r)} for k in range(5)}
     rules = RuleSet.load(folder / RULES)
     assert {rule_key(r) for r in rules} == set().union(*fold_keys.values())
     verdict = json.loads((folder / VERDICT).read_text(encoding="utf-8"))
