@@ -110,6 +110,11 @@ def discover(
                                               "on the search split; rules are sought where it errs) or `majority`.")]
     = "features",
     resume: Annotated[str | None, typer.Option(help="Continue session ID from its last checkpoint.")] = None,
+    k_shot: Annotated[int | None, typer.Option("--k-shot", min=1, help="Few-shot: keep at most K labeled search "
+                                               "samples per label (the sealed test share stays whole).")] = None,
+    split: Annotated[Path | None, typer.Option(help="A split file (`kdsl data split`) instead of drawing one: its "
+                                                    "search and verify parts are searched, its test is sealed.")]
+    = None,
     text_column: Annotated[str | None, typer.Option(help="A CSV's text column (default: text, sentence, "
                                                     "utterance, query, ... recognised).")] = None,
     label_column: Annotated[str | None, typer.Option(help="A CSV's label column (default: label, intent, "
@@ -146,7 +151,7 @@ def discover(
                                    review=review, images=not no_images, min_support=min_support,
                                    min_precision_lower=min_precision_lower, min_precision=min_precision,
                                    decider=decider, folds=folds, text_column=text_column,
-                                   label_column=label_column)
+                                   label_column=label_column, k_shot=k_shot, split=split)
             live.update("preparing (load, split, featurize, fit the decider) ...")
             outcome = run_session(config, settings, on_iteration=show, review_fn=review_fn)
     _print_outcome(outcome)

@@ -257,7 +257,7 @@ class SessionNodes:
         else:
             # No verify part: rules are verified by cross-fitting over the search part (see `verify`).
             split = split_dataset(dataset, SplitConfig(search=1 - cfg.test, verify=0.0, test=cfg.test,
-                                                       seed=cfg.seed))
+                                                       seed=cfg.seed, k_shot=cfg.k_shot))
         split.save(folder / SPLIT)
         from kdsl.tools.pipeline import default_builder
 

@@ -66,6 +66,8 @@ class SessionConfig(BaseModel):
     folds: int = Field(5, ge=2, le=20, description="Cross-fitting folds of the search split: the decider's "
                        "out-of-fold predictions, one rule search per fold, verification pooled over the folds.")
     test: float = Field(0.2, gt=0, lt=1, description="Share of the data sealed for the final evaluation.")
+    k_shot: int | None = Field(None, ge=1, description="Few-shot: keep at most k search samples per label (the "
+                               "rest of the search share is left out; the test share stays whole).")
     split: Path | None = Field(None, description="A split file (`kdsl data split`, or your own train / test ids) "
                                "instead of drawing one: its search and verify parts are searched, its test is sealed.")
     min_support: int = Field(3, ge=1, description="Verify: a rule must fire on at least this many samples.")
