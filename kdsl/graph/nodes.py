@@ -59,6 +59,7 @@ VERDICT, EVALUATION, REPORT, EVENTS, COMMITTED = (
 DECIDER_DIR, DECIDER_PREDICTIONS = "decider", "decider_predictions.json"
 # Cross-fitting: each fold's search writes its best rule set and tree; the fitted arbiter; the test predictions.
 FOLD_RULES, FOLD_SEARCH, FOLD_TERMS = "rules.fold{k}.json", "search.fold{k}.json", "terms.fold{k}.json"
+INNER_RULES = "rules.fold{k}-{j}.json"  # candidates found without folds k and j: for the nested estimate
 ARBITER, TEST_PREDICTIONS = "arbiter.json", "test_predictions.json"
 
 
@@ -106,7 +107,7 @@ class SessionNodes:
         self.config = config
         self.settings = settings
         self.on_iteration = on_iteration
-        self._parts: dict[tuple[str, str, int | None, bool], _Part] = {}
+        self._parts: dict[tuple[str, str, int | None, bool, tuple[int, ...]], _Part] = {}
         self._cache: dict[tuple[str, str], Any] = {}
         self._tables: dict[str, FeatureTable] = {}
 
@@ -133,17 +134,20 @@ class SessionNodes:
             self._tables[path] = FeatureTable.load(path)
         return self._tables[path]
 
-    def _part(self, state: SessionState, part: str, fold: int | None = None, held: bool = False) -> _Part:
+    def _part(self, state: SessionState, part: str, fold: int | None = None, held: bool = False,
+              exclude: tuple[int, ...] = ()) -> _Part:
         """The labeled samples of a split part; with `fold`, only the search samples of that cross-fitting fold
-        (`held`) or of every other fold."""
-        key = (state["session_dir"], part, fold, held)
+        (`held`) or of every other fold; with `exclude`, the search samples outside those folds."""
+        key = (state["session_dir"], part, fold, held, exclude)
         if key not in self._parts:
             split = Split.load(state["split_path"])
             gold_by_id: dict[str, str | None] = read_json(Path(state["gold_path"]))["gold"]
             ids = [i for i in split.ids(part) if gold_by_id.get(i) is not None]  # type: ignore[arg-type]
+            folds = self._decider(state)["folds"] if fold is not None or exclude else {}
             if fold is not None:
-                folds = self._decider(state)["folds"]
                 ids = [i for i in ids if (folds[i] == fold) == held]
+            if exclude:
+                ids = [i for i in ids if folds[i] not in exclude]
             table = self._table(state)
             engine = RuleEngine(table.rows(ids), [state["task"]] * len(ids))
             self._parts[key] = _Part(engine, ids, [str(gold_by_id[i]) for i in ids])
@@ -317,14 +321,50 @@ class SessionNodes:
         # dialogue sample.
         return ("user_text", "image_text", "image_title") if self.config.images else ("user_text",)
 
+    def _mine(self, state: SessionState, part: _Part) -> list[Rule]:
+        return label_terms({f: part.engine.texts(f) for f in self._fields()}, part.gold, state["task"],
+                           per_label=10, min_support=2, min_lower=0.3)
+
+    def _inner_candidates(self, state: SessionState, k: int, j: int, n_folds: int) -> list[Rule]:
+        """The candidates a session would find without folds k and j (a search and the mined terms, on the other
+        folds): what verification on fold j sees when fold k plays the unseen test (see `_nested`). Cached in
+        rules.fold<k>-<j>.json; the search gets the same share of the budget as an outer fold's."""
+        cfg, folder, task = self.config, Path(state["session_dir"]), state["task"]
+        path = folder / INNER_RULES.format(k=k, j=j)
+        if path.exists():
+            return list(RuleSet.load(path))
+        part = self._part(state, "search", exclude=tuple(sorted((k, j))))
+        labels, confidence = self._fallback(state, "search", part.ids)
+        reward = Reward(part.engine, part.gold, labels, task=task, fallback_confidence=confidence)
+        table = self._table(state)
+        names = read_json(Path(state["gold_path"]))["labels"]
+
+        def report_fn(rules: RuleSet) -> ErrorReport:
+            return build_error_report(task, rules, part.engine, table, part.gold, labels, names, seed=cfg.seed)
+
+        proposer = TracedProposer(self._proposer(state, part), TraceLog(folder / EVENTS), state["session_id"],
+                                  lambda: None)
+        config = SearchConfig(iterations=max(1, int(self._share(cfg.iterations, j, n_folds) or 1)),
+                              budget_seconds=self._share(cfg.budget_seconds, j, n_folds),
+                              budget_tokens=None if cfg.budget_tokens is None
+                              else int(self._share(cfg.budget_tokens, j, n_folds) or 1),
+                              k=cfg.k, seed=cfg.seed + 1000 * k + 100 * j + 7)
+        try:
+            found = STRATEGIES[cfg.strategy](config).search(RuleSet(), proposer, reward, report_fn).best_rules
+        finally:
+            backend = getattr(proposer.inner, "backend", None)
+            if backend is not None and hasattr(backend, "close"):
+                backend.close()
+        rules = [*found, *self._mine(state, part)]
+        save_rules(RuleSet(rules=tuple({r.id: r for r in rules}.values())), path)
+        return rules
+
     def _search_fold(self, state: SessionState, k: int, n_folds: int, done: dict) -> dict:
         cfg, folder, task = self.config, Path(state["session_dir"]), state["task"]
         part = self._part(state, "search", fold=k, held=False)
         terms_path = folder / FOLD_TERMS.format(k=k)
         if not terms_path.exists():  # each label's most specific terms on the fold's training samples
-            mined = label_terms({f: part.engine.texts(f) for f in self._fields()}, part.gold, task, per_label=10,
-                                min_support=2, min_lower=0.3)
-            save_rules(RuleSet(rules=tuple(mined)), terms_path)
+            save_rules(RuleSet(rules=tuple(self._mine(state, part))), terms_path)
         labels, confidence = self._fallback(state, "search", part.ids)
         reward = Reward(part.engine, part.gold, labels, task=task, fallback_confidence=confidence)
         table = self._table(state)
@@ -445,24 +485,39 @@ class SessionNodes:
             ok, why = False, f"precision {stats.precision:.2f} < {self.config.min_precision:.2f}"
         return ok, why
 
-    def _nested(self, state: SessionState, rules: list[Rule]) -> list[list[Rule]]:
-        """For each search sample, the rules it would meet as unseen test data: those of `rules` its fold's search
-        proposed that fire on it and that the verifier accepts on the other folds alone, carrying the statistics
-        counted there. Estimates made from these are not flattered by the choice of rules (the winner's curse of
-        picking the best-looking rules out of many on the same counts)."""
+    def _nested(self, state: SessionState) -> list[list[Rule]]:
+        """For each search sample of fold k, the rules it would meet as unseen test data of a session run without
+        fold k: candidates found without fold k (and an inner fold j, see `_inner_candidates`), verified on the
+        inner folds, pooled, accepted by the same bars, carrying the statistics counted there. Estimates and the
+        arbiter's weight made from these are honest: nothing about fold k's labels chose or counted its rules
+        (the decider's out-of-fold predictions the searches read are the one exception, a weak one)."""
         part = self._part(state, "search")
         folds = self._decider(state)["folds"]
         fold_of = np.array([folds[i] for i in part.ids])
-        fired = self._held_out_fires(state, RuleSet(rules=tuple(rules)))
+        ks = self._folds(state)
         verifier = self._verifier()
         out: list[list[Rule]] = [[] for _ in part.ids]
-        for k in np.unique(fold_of):
-            outside = fold_of != k
-            stats = RuleAnalysis(fired & outside[:, None], [r.label for r in rules], part.gold).stats()
+        for k in ks:
+            candidates: dict[str, Rule] = {}
+            proposed: dict[str, set[int]] = {}
+            for j in ks:
+                if j == k:
+                    continue
+                for rule in self._inner_candidates(state, k, j, len(ks)):
+                    for atom in atoms(rule):
+                        key = rule_key(atom)
+                        candidates.setdefault(key, atom)
+                        proposed.setdefault(key, set()).add(j)
+            if not candidates:
+                continue
+            cands = list(candidates.values())
+            fired = part.engine.fire_matrix(cands)
+            held = fired & np.stack([np.isin(fold_of, sorted(proposed[key])) for key in candidates], axis=1)
+            stats = RuleAnalysis(held, [r.label for r in cands], part.gold).stats()
             ok = [self._judge(verifier, st)[0] for st in stats]
-            carried = [r.model_copy(update={"stats": st}) for r, st in zip(rules, stats, strict=True)]
-            for i in np.flatnonzero(~outside):
-                out[i] = [carried[j] for j in np.flatnonzero(fired[i]) if ok[j]]
+            carried = [r.model_copy(update={"stats": st}) for r, st in zip(cands, stats, strict=True)]
+            for i in np.flatnonzero(fold_of == k):
+                out[i] = [carried[c] for c in np.flatnonzero(fired[i]) if ok[c]]
         return out
 
     def verify(self, state: SessionState) -> dict:
@@ -489,7 +544,7 @@ class SessionNodes:
                                         "folds", folds=n_proposed))
         accepted = [i for i, v in enumerate(verdicts) if v.accepted]
         labels, conf = self._fallback(state, "search")
-        nested = self._nested(state, [rule_list[i] for i in accepted])
+        nested = self._nested(state)
         best = [max(met, key=lambda r: r.confidence) if met else None for met in nested]
         rule_pred = [r.label if r is not None else None for r in best]
         # Where a rule fires it decides if it is surer than the decider (the search's own arbitration).
@@ -555,7 +610,7 @@ class SessionNodes:
         folder = Path(state["session_dir"])
         part = self._part(state, "search")
         rules = self._accepted_rules(state)
-        on_sample = self._nested(state, rules)
+        on_sample = self._nested(state)
         arbiter = Arbiter(ArbiterConfig(policy="stacked"))
         weights = arbiter.fit(self._distributions(state, "search", part.ids), on_sample, part.gold)
         write_json(folder / ARBITER, {"policy": "stacked", "weights": weights})
