@@ -49,6 +49,17 @@ def list_sessions(settings: Settings | None = None) -> list[SessionListing]:
             continue
         config, progress, report = head["config"], _read(folder / PROGRESS) or {}, _read(folder / REPORT)
         test = (report or {}).get("test") or {}
+        if isinstance(head.get("children"), dict):  # a session over every task: its children's figures
+            tasks = list((report or {}).get("tasks", {}).values())
+            out.append(SessionListing(
+                session_id=head.get("session_id", folder.name), path=folder, created=head.get("created", 0.0),
+                task=" + ".join(head["children"]), author=config.get("author", "?"),
+                strategy=config.get("strategy", "?"), status="finished" if report else "running or stopped",
+                iterations=sum(int((t.get("search") or {}).get("iterations", 0)) for t in tasks),
+                best_reward=None, accepted=sum(len(t.get("accepted_rules", [])) for t in tasks) if report else None,
+                test_weighted_f1=(sum(t["test"]["rules_with_fallback"]["weighted_f1"] for t in tasks) / len(tasks)
+                                  if tasks else None)))
+            continue
         out.append(SessionListing(
             session_id=head.get("session_id", folder.name), path=folder, created=head.get("created", 0.0),
             task=config.get("task", "?"), author=config.get("author", "?"), strategy=config.get("strategy", "?"),

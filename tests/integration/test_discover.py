@@ -145,3 +145,8 @@ def test_session_without_a_task_covers_every_task(home):
         for metric, value in scores["overall"][mode].items():
             assert value == pytest.approx(sum(t[mode][metric] for t in scores["tasks"].values()) / 2)
     assert scores["n"] == sum(t["n"] for t in scores["tasks"].values())
+    from kdsl.cli.main import app
+
+    listed = CliRunner().invoke(app, ["sessions", "list"])
+    assert listed.exit_code == 0, listed.output
+    assert session in listed.output and "dialogue_intent +" in listed.output
