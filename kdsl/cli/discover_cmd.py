@@ -14,6 +14,8 @@ from rich.table import Table
 from kdsl.cli._edge import console, friendly_errors
 from kdsl.config import Settings
 
+SHOWN_RULES = 15  # the best-supported accepted rules printed per task; the report has them all
+
 app = typer.Typer(help="Discover rules: search, verify, commit to memory, evaluate on the sealed test split.")
 
 
@@ -49,12 +51,16 @@ def _print_outcome(outcome: Any) -> None:
 
 def _print_task(report: dict[str, Any]) -> None:
     task = report["config"]["task"]
-    rules = Table(title=f"{task}: accepted rules ({len(report['accepted_rules'])})")
-    for col in ("id", "label", "condition", "support", "precision"):
-        rules.add_column(col)
-    for r in report["accepted_rules"]:
-        rules.add_row(r["id"], r["label"], r["condition"], str(r["support"]), f"{r['precision']:.2f}")
+    accepted = sorted(report["accepted_rules"], key=lambda r: (-r["support"], r["label"]))
+    rules = Table(title=f"{task}: accepted rules ({len(accepted)}), counted on samples their search never saw")
+    for col in ("label", "condition", "support", "precision"):
+        rules.add_column(col, overflow="fold")
+    for r in accepted[:SHOWN_RULES]:
+        rules.add_row(r["label"], r["condition"], str(r["support"]), f"{r['precision']:.2f}")
     console.print(rules)
+    if len(accepted) > SHOWN_RULES:
+        console.print(f"... and {len(accepted) - SHOWN_RULES} more: `kdsl report {report['session_id']}`",
+                      highlight=False)
     test = report["test"]
     est = test.get("precision") or {}
     if est.get("estimated") is not None:
