@@ -59,7 +59,8 @@ from typing import Any
 from kdsl.agents.verifier import majority_fallback
 from kdsl.config import Settings
 from kdsl.data.splits import Split
-from kdsl.graph.nodes import SessionNodes, read_json
+from kdsl.graph.layout import read_json
+from kdsl.graph.nodes import SessionNodes
 from kdsl.graph.session import SessionConfig
 from kdsl.rules import RuleEngine, RuleSet
 from kdsl.search import STRATEGIES, Greedy, Reward, SearchConfig, SearchResult, build_error_report

@@ -43,7 +43,7 @@ def report(
     Example: kdsl report 20261124-063259-534809 --out session.html --open
     """
     from kdsl.graph.catalog import session_trace  # langgraph loads only here
-    from kdsl.traces.report import write_report
+    from kdsl.report import write_report
 
     settings = Settings()
     children = _children(settings, session_id)

@@ -9,8 +9,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from kdsl.config import Settings
-from kdsl.graph.nodes import EVENTS, PROGRESS, REPORT, SEARCH, read_json
-from kdsl.graph.session import CONFIG
+from kdsl.graph.layout import CONFIG, EVENTS, PROGRESS, REPORT, SEARCH, read_json
 from kdsl.traces import TraceEvent, TraceLog
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -16,7 +15,6 @@ import numpy as np
 from langgraph.types import interrupt
 
 from kdsl import __version__
-from kdsl._internal._atomic import write_json_atomic as write_json  # the session's JSON files, written atomically
 from kdsl.agents.arbiter import Arbiter, ArbiterConfig
 from kdsl.agents.baseline import char_tfidf_lr
 from kdsl.agents.decider import LabelDistribution
@@ -24,6 +22,30 @@ from kdsl.agents.verifier import RuleVerdict, TaskVerdict, Verdict, Verifier, Ve
 from kdsl.config import Settings
 from kdsl.data import SplitConfig, load_dataset, split_dataset, stratified_folds
 from kdsl.data.splits import Split
+from kdsl.graph.layout import (
+    ARBITER,
+    COMMITTED,
+    DECIDER_DIR,
+    DECIDER_PREDICTIONS,
+    EVALUATION,
+    EVENTS,
+    FEATURES,
+    FOLD_RULES,
+    FOLD_SEARCH,
+    FOLD_TERMS,
+    GOLD,
+    INNER_RULES,
+    PROGRESS,
+    REPORT,
+    RULES,
+    SEARCH,
+    SPLIT,
+    TEST_PREDICTIONS,
+    VERDICT,
+    read_json,
+    save_rules,
+    write_json,
+)
 from kdsl.graph.state import SessionState
 from kdsl.rules import Rule, RuleEngine, RuleSet, atoms, paired_bootstrap, score
 from kdsl.rules.analysis import RuleAnalysis
@@ -48,30 +70,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 ProgressHook = Callable[[SearchProgress], None]
-
-# Files of a session folder.
-SPLIT, FEATURES, GOLD, RULES, PROGRESS, SEARCH = (
-    "split.json", "features.jsonl", "gold.json", "rules.json", "progress.json", "search.json")
-VERDICT, EVALUATION, REPORT, EVENTS, COMMITTED = (
-    "verdict.json", "evaluation.json", "report.json", "events.jsonl", "committed.json")
-# The session's decider (a deployable `features` decider folder) and its predictions on each part: out-of-fold on
-# search, from the final fit on verify and test.
-DECIDER_DIR, DECIDER_PREDICTIONS = "decider", "decider_predictions.json"
-# Cross-fitting: each fold's search writes its best rule set and tree; the fitted arbiter; the test predictions.
-FOLD_RULES, FOLD_SEARCH, FOLD_TERMS = "rules.fold{k}.json", "search.fold{k}.json", "terms.fold{k}.json"
-INNER_RULES = "rules.fold{k}-{j}.json"  # candidates found without folds k and j: for the nested estimate
-ARBITER, TEST_PREDICTIONS = "arbiter.json", "test_predictions.json"
-
-
-def read_json(path: Path) -> Any:
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
-def save_rules(rules: RuleSet, path: Path) -> Path:
-    tmp = rules.save(path.with_name(path.name + ".tmp"))
-    os.replace(tmp, path)
-    return path
-
 
 class TracedProposer:
     """Wraps the author (any `EditProposer`) and appends one trace event per call."""

@@ -30,14 +30,14 @@ from kdsl import __version__
 from kdsl.agents.arbiter import ArbiterConfig
 from kdsl.config import Settings
 from kdsl.errors import ConfigError
-from kdsl.graph.nodes import REPORT, ProgressHook, SessionNodes, read_json, write_json
+from kdsl.graph.layout import CHECKPOINTS, CONFIG, DECIDER_DIR, REPORT, read_json, write_json
+from kdsl.graph.nodes import ProgressHook, SessionNodes
 from kdsl.graph.state import SessionState
 
 MODEL_FREE_AUTHORS = ("contrast", "ngram")
 
 logger = logging.getLogger(__name__)
 
-CONFIG, CHECKPOINTS = "config.json", "checkpoints.sqlite"
 ReviewFn = Callable[[dict[str, Any]], list[str]]  # the interrupt's payload -> the rule ids kept
 
 
@@ -224,7 +224,6 @@ def _join_group(session_id: str, children: dict[str, str], settings: Settings) -
     from kdsl.agents.collaboration import ArbiterState, Collaboration
     from kdsl.agents.decider_kinds import default_encoders
     from kdsl.agents.feature_decider import FeatureDecider, merge_deciders
-    from kdsl.graph.nodes import DECIDER_DIR
     from kdsl.rules import RuleSet
 
     folder = settings.sessions_dir / session_id

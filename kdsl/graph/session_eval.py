@@ -12,7 +12,7 @@ import numpy as np
 
 from kdsl.config import Settings
 from kdsl.errors import ConfigError
-from kdsl.graph.nodes import DECIDER_DIR, EVALUATION, read_json
+from kdsl.graph.layout import DECIDER_DIR, EVALUATION, read_json
 from kdsl.rules import score
 
 MODES = ("decider", "rules", "together")

@@ -15,7 +15,7 @@ from kdsl.agents.predictor import Predictor
 from kdsl.cli.main import app
 from kdsl.config import Settings
 from kdsl.graph import SessionConfig, run_session
-from kdsl.graph.nodes import (
+from kdsl.graph.layout import (
     ARBITER,
     DECIDER_DIR,
     DECIDER_PREDICTIONS,

@@ -19,7 +19,8 @@ import pytest
 from typer.testing import CliRunner
 
 from kdsl.cli.main import app
-from kdsl.traces import TraceEvent, TraceLog, render_report, write_report
+from kdsl.report import render_report, write_report
+from kdsl.traces import TraceEvent, TraceLog
 
 runner = CliRunner()
 # The n-gram author's rules are narrow; with these verify thresholds seed 1 accepts a rule on MDSIRC in 60 iterations.

@@ -9,8 +9,8 @@ from collections.abc import Sequence
 from functools import cache
 from typing import Any
 
-from kdsl.traces.report.markup import esc, note, num
-from kdsl.traces.report.session import SessionFiles
+from kdsl.report.markup import esc, note, num
+from kdsl.report.session import SessionFiles
 
 
 @cache

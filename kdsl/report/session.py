@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kdsl.graph import layout
+from kdsl.report.markup import num
 from kdsl.traces.events import TraceEvent, TraceLog
-from kdsl.traces.report.markup import num
 
 
 @dataclass(frozen=True)
@@ -94,14 +95,10 @@ class SessionFiles:
 
 
 def _session_files() -> dict[str, str]:
-    # Imported here: kdsl.graph imports kdsl.traces (and loads langgraph), so the graph's file names are read late.
-    from kdsl.graph import nodes
-    from kdsl.graph.session import CONFIG
-
-    return {"config": CONFIG, "split": nodes.SPLIT, "features": nodes.FEATURES, "gold": nodes.GOLD,
-            "rules": nodes.RULES, "progress": nodes.PROGRESS, "search": nodes.SEARCH, "verdict": nodes.VERDICT,
-            "evaluation": nodes.EVALUATION, "report": nodes.REPORT, "events": nodes.EVENTS,
-            "committed": nodes.COMMITTED}
+    return {"config": layout.CONFIG, "split": layout.SPLIT, "features": layout.FEATURES, "gold": layout.GOLD,
+            "rules": layout.RULES, "progress": layout.PROGRESS, "search": layout.SEARCH, "verdict": layout.VERDICT,
+            "evaluation": layout.EVALUATION, "report": layout.REPORT, "events": layout.EVENTS,
+            "committed": layout.COMMITTED}
 
 
 def _read_json(path: Path, notes: list[str], kind: type) -> Any:

@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 
-from kdsl.traces.report.markup import Html, esc, note, num, percent, signed, table
-from kdsl.traces.report.session import PredictionsOnTest, SessionFiles
+from kdsl.report.markup import Html, esc, note, num, percent, signed, table
+from kdsl.report.session import PredictionsOnTest, SessionFiles
 
 TOLERANCE = 1e-9  # recomputed scores vs evaluation.json
 

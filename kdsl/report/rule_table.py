@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import logging
 
-from kdsl.traces.report.markup import Html, esc, note, num, table
-from kdsl.traces.report.session import SessionFiles, verdict_rules
+from kdsl.report.markup import Html, esc, note, num, table
+from kdsl.report.session import SessionFiles, verdict_rules
 
 logger = logging.getLogger(__name__)
 

@@ -10,10 +10,10 @@ HTML building blocks, `scores`, `rule_table`, `search_tree` and `activity` rende
 and `page` puts the page together.
 """
 
-from kdsl.traces.report.activity import MAX_TIMELINE_ROWS, SHORT_OUTPUT_CHARS
-from kdsl.traces.report.markup import Html, esc
-from kdsl.traces.report.page import REPORT_HTML, render_report, write_report
-from kdsl.traces.report.scores import TOLERANCE
+from kdsl.report.activity import MAX_TIMELINE_ROWS, SHORT_OUTPUT_CHARS
+from kdsl.report.markup import Html, esc
+from kdsl.report.page import REPORT_HTML, render_report, write_report
+from kdsl.report.scores import TOLERANCE
 
 __all__ = [
     "MAX_TIMELINE_ROWS", "REPORT_HTML", "SHORT_OUTPUT_CHARS", "TOLERANCE", "Html", "esc", "render_report",

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+from kdsl.report.markup import Html, esc, note, num, table
+from kdsl.report.session import SessionFiles
 from kdsl.traces.events import TraceEvent
-from kdsl.traces.report.markup import Html, esc, note, num, table
-from kdsl.traces.report.session import SessionFiles
 
 MAX_TIMELINE_ROWS = 2000  # a long session keeps its first and last events; the middle is counted
 SHORT_OUTPUT_CHARS = 160  # of an event's output shown in the timeline row; the rest opens on a click

@@ -9,13 +9,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from kdsl._internal._atomic import write_text_atomic
-from kdsl.traces.report.activity import costs_section, files_section, timeline_section
-from kdsl.traces.report.markup import Html, esc, note
-from kdsl.traces.report.rule_table import rules_section
-from kdsl.traces.report.scores import class_scores_section, summary_section, test_scores_section
-from kdsl.traces.report.search_tree import search_section
-from kdsl.traces.report.session import SessionFiles, load_session
-from kdsl.traces.report.style import CSS
+from kdsl.report.activity import costs_section, files_section, timeline_section
+from kdsl.report.markup import Html, esc, note
+from kdsl.report.rule_table import rules_section
+from kdsl.report.scores import class_scores_section, summary_section, test_scores_section
+from kdsl.report.search_tree import search_section
+from kdsl.report.session import SessionFiles, load_session
+from kdsl.report.style import CSS
 
 logger = logging.getLogger(__name__)
 
