@@ -89,6 +89,20 @@ def _print_task(report: dict[str, Any]) -> None:
                       f"{b['low']:+.4f} .. {b['high']:+.4f})", highlight=False)
 
 
+def _config(**fields: Any) -> Any:
+    """The session's config, or a one-line error naming the option that is wrong."""
+    from pydantic import ValidationError
+
+    from kdsl.graph import SessionConfig
+
+    try:
+        return SessionConfig(**fields)
+    except ValidationError as e:
+        first = e.errors()[0]
+        option = "--" + str(first["loc"][0]).replace("_", "-") if first["loc"] else "an option"
+        raise typer.BadParameter(f"{option}: {first['msg']}") from None
+
+
 @app.command()
 @friendly_errors
 def discover(
@@ -137,7 +151,7 @@ def discover(
     Example: kdsl discover --data ../shared/data/www2025-mdsirc            (every task, defaults)
              kdsl discover --data ../shared/data/www2025-mdsirc --task dialogue_intent --iterations 600
     """
-    from kdsl.graph import SessionConfig, resume_session, run_session
+    from kdsl.graph import resume_session, run_session
 
     settings = Settings()
     started = time.perf_counter()
@@ -152,7 +166,7 @@ def discover(
         else:
             if data is None:
                 raise typer.BadParameter("--data is needed (or --resume ID)")
-            config = SessionConfig(data=data, task=task, author=author, strategy=strategy, iterations=iterations,
+            config = _config(data=data, task=task, author=author, strategy=strategy, iterations=iterations,
                                    budget_seconds=budget_seconds, budget_tokens=budget_tokens, seed=seed,
                                    review=review, images=not no_images, min_support=min_support,
                                    min_precision_lower=min_precision_lower, min_precision=min_precision,

@@ -169,19 +169,23 @@ def run_session(
 ) -> SessionOutcome:
     """Start a session and run it to the end (or to a review with no `review_fn`). Without a task, one child
     session per task of the data runs under this session's id (see `run_group`)."""
+    from kdsl.data import load_dataset
+
     settings = settings or Settings()
     session_id = session_id or new_session_id()
     folder = settings.sessions_dir / session_id
     if (folder / CONFIG).exists():
         raise ConfigError(f"session {session_id} exists already; continue it with `kdsl discover --resume "
                           f"{session_id}`")
+    # The data is read before the session folder exists: a bad path or task leaves no ghost session behind.
+    tasks = list(load_dataset(config.data, **config.columns).tasks)
+    if config.task is not None and config.task not in tasks:
+        raise ConfigError(f"{config.data}: no task {config.task!r}; its tasks: {', '.join(tasks)} (or leave out "
+                          "--task to cover them all)")
     folder.mkdir(parents=True, exist_ok=True)
     head: dict[str, Any] = {"session_id": session_id, "kdsl_version": __version__, "created": time.time(),
                             "config": config.model_dump(mode="json")}
     if config.task is None:
-        from kdsl.data import load_dataset
-
-        tasks = list(load_dataset(config.data, **config.columns).tasks)
         head["children"] = {t: child_id(session_id, t) for t in tasks}
         write_json(folder / CONFIG, head)
         return run_group(config, settings, session_id, on_iteration=on_iteration, review_fn=review_fn)

@@ -150,3 +150,17 @@ def test_session_without_a_task_covers_every_task(home):
     listed = CliRunner().invoke(app, ["sessions", "list"])
     assert listed.exit_code == 0, listed.output
     assert session in listed.output and "dialogue_intent +" in listed.output
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["--task", "no_such_task"], "no task 'no_such_task'"),
+    (["--iterations", "-5"], "--iterations"),
+    (["--strategy", "bogus"], "--strategy"),
+    (["--author", "bogus"], "--author"),
+])
+def test_bad_options_give_one_line_errors_and_no_ghost_session(home, args, says):
+    result = CliRunner().invoke(discover_cmd.app, ["--data", str(DATA), "--no-images", "--decider", "majority",
+                                                   *args])
+    assert result.exit_code == 2, result.output
+    assert says in " ".join(result.output.split()) and "Traceback" not in result.output
+    assert not home.sessions_dir.exists() or not any(home.sessions_dir.iterdir())
