@@ -5,20 +5,24 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from typing import Any, TextIO
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 EVERY_SECONDS = 30.0
 EVERY_SHARE = 0.1
+QUIET_SECONDS = 1.0  # a tenth of quick work does not earn a line of its own
 
 
 class LineProgress:
     """The part of rich's Progress kdsl uses (add_task, update, advance), printing a line now and then."""
 
-    def __init__(self, stream: TextIO | None = None, *, disable: bool = False):
+    def __init__(self, stream: TextIO | None = None, *, disable: bool = False,
+                 clock: Callable[[], float] = time.monotonic):
         self.stream = stream or sys.stderr
         self.disable = disable
+        self.clock = clock
         self._tasks: dict[int, dict[str, Any]] = {}
 
     def __enter__(self) -> LineProgress:
@@ -31,7 +35,7 @@ class LineProgress:
 
     def add_task(self, description: str, total: float | None = None, **fields: Any) -> int:
         task_id = len(self._tasks)
-        now = time.monotonic()
+        now = self.clock()
         self._tasks[task_id] = {"description": description, "total": total, "completed": 0, "fields": fields,
                                 "start": now, "last": now, "reported": 0}
         return task_id
@@ -45,9 +49,10 @@ class LineProgress:
         if description is not None:
             t["description"] = description
         t["fields"].update(fields)
-        now = time.monotonic()
+        now = self.clock()
         step = (t["total"] or 0) * EVERY_SHARE
-        if now - t["last"] >= EVERY_SECONDS or (step and t["completed"] - t["reported"] >= step) or (
+        if now - t["last"] >= EVERY_SECONDS or (
+                step and t["completed"] - t["reported"] >= step and now - t["last"] >= QUIET_SECONDS) or (
                 t["total"] and t["completed"] >= t["total"] and t["reported"] < t["total"]):
             self._line(task_id)
 
@@ -56,7 +61,7 @@ class LineProgress:
 
     def _line(self, task_id: int, done: bool = False) -> None:
         t = self._tasks[task_id]
-        t["last"], t["reported"] = time.monotonic(), t["completed"]
+        t["last"], t["reported"] = self.clock(), t["completed"]
         if self.disable:
             return
         elapsed = t["last"] - t["start"]
