@@ -50,6 +50,27 @@ def scratch_settings(real: Settings, root: Path) -> Settings:
     return Settings(home=root)
 
 
+def fragment_terms(folder: Path, dataset, search_ids) -> list[str]:
+    """Accepted terms of a spaced script that never stand as whole words in the search samples' text, though they
+    occur inside longer words there (`ncel` in `cancel`): what no person would sign."""
+    from kdsl.rules import RuleSet, normalize
+    from kdsl.rules.normalize import contains_term, is_word_char
+
+    report = json.loads((folder / "report.json").read_text(encoding="utf-8"))
+    accepted = {r["id"] for r in report["accepted_rules"]}
+    texts = [normalize(" ".join(t.text for t in dataset.get(i).turns)) for i in search_ids]
+    out = []
+    for rule in RuleSet.load(folder / "rules.json"):
+        terms = getattr(rule.when, "any_of", ()) if rule.id in accepted else ()
+        for term in map(normalize, terms):
+            if not any(is_word_char(c) for c in term):
+                continue
+            inside = any(term in t for t in texts)
+            if inside and not any(contains_term(t, term) for t in texts):
+                out.append(term)
+    return out
+
+
 class Run:
     """One dataset's sessions and baselines, pooled over seeds."""
 
@@ -61,6 +82,7 @@ class Run:
         self.per_task: dict[str, dict[str, dict[str, float]]] = {}
         self.session_seconds: list[float] = []
         self.accepted: list[int] = []
+        self.fragments: list[str] = []  # accepted terms that are pieces of longer words
 
     def add(self, session_dir: Path, settings: Settings, dataset, features, embedder, seconds: float) -> None:
         head = json.loads((session_dir / "config.json").read_text(encoding="utf-8"))
@@ -81,6 +103,7 @@ class Run:
             ev = json.loads((folder / "evaluation.json").read_text(encoding="utf-8"))
             report = json.loads((folder / "report.json").read_text(encoding="utf-8"))
             self.accepted.append(len(report["accepted_rules"]))
+            self.fragments += fragment_terms(folder, dataset, split.search)
             verdict = json.loads((folder / "verdict.json").read_text(encoding="utf-8"))
             est = verdict["tasks"][0]["rules"] if verdict["tasks"] else None
             if est:
@@ -133,6 +156,9 @@ class Run:
                                        "estimated_coverage": est_c, "realized_coverage": real_c}
                 print(f"  rules: precision where fired estimated {est_p:.3f} / realized {real_p:.3f}; coverage "
                       f"estimated {est_c:.3f} / realized {real_c:.3f}")
+        out["fragment_terms"] = self.fragments
+        print(f"accepted terms that are fragments of a longer word: {len(self.fragments)}"
+              f"{' (' + ', '.join(self.fragments[:10]) + ')' if self.fragments else ''}")
         e, r = self.estimated, self.realized
         est_p = e["correct"] / e["fired"] if e["fired"] else float("nan")
         real_p = r["correct"] / r["fired"] if r["fired"] else float("nan")

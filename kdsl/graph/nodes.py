@@ -18,7 +18,7 @@ from kdsl import __version__
 from kdsl.agents.arbiter import Arbiter, ArbiterConfig
 from kdsl.agents.baseline import char_tfidf_lr
 from kdsl.agents.decider import LabelDistribution
-from kdsl.agents.verifier import RuleVerdict, TaskVerdict, Verdict, Verifier, VerifierConfig, majority_fallback
+from kdsl.agents.verifier import RuleVerdict, TaskVerdict, Verdict, Verifier, VerifierConfig
 from kdsl.config import Settings
 from kdsl.data import SplitConfig, load_dataset, split_dataset, stratified_folds
 from kdsl.data.splits import Split
@@ -153,11 +153,6 @@ class SessionNodes:
 
     def _folds(self, state: SessionState) -> list[int]:
         return sorted(set(self._decider(state)["folds"].values()))
-
-    def _fallback_label(self, state: SessionState) -> str:
-        """The majority label of the search split (what the rules-alone mode says where no rule fires)."""
-        gold = self._part(state, "search").gold
-        return majority_fallback(gold, [state["task"]] * len(gold))[state["task"]]
 
     def _decider(self, state: SessionState) -> dict[str, Any]:
         """decider_predictions.json: the labels, each search sample's fold, and the decider's distributions
