@@ -22,6 +22,7 @@ class VerifierConfig(BaseModel):
     min_precision_lower: float = Field(
         0.5, ge=0, le=1, description="Wilson lower bound (95%) of precision a rule must reach."
     )
+    min_precision: float = Field(0.0, ge=0, le=1, description="Precision a rule must reach.")
     bootstrap_resamples: int = Field(1000, ge=100, description="Resamples of the paired bootstrap.")
     seed: int = 0
 
@@ -95,6 +96,8 @@ class Verifier:
             return False, f"support {stats.support} < {c.min_support}"
         if stats.precision_lower < c.min_precision_lower:
             return False, f"precision lower bound {stats.precision_lower:.2f} < {c.min_precision_lower:.2f}"
+        if stats.precision < c.min_precision:
+            return False, f"precision {stats.precision:.2f} < {c.min_precision:.2f}"
         return True, f"precision {stats.precision:.2f} (lower bound {stats.precision_lower:.2f}) on {stats.support}"
 
     def rule_stats(self, rules: Sequence[Rule], engine: RuleEngine, gold: Sequence[str | None]) -> list[RuleStats]:

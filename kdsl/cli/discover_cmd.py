@@ -123,6 +123,10 @@ def discover(
     min_support: Annotated[int, typer.Option(help="Verify: least support.")] = 3,
     min_precision_lower: Annotated[float, typer.Option(help="Verify: least precision lower bound.")] = 0.4,
     min_precision: Annotated[float, typer.Option(help="Verify: least precision.")] = 0.9,
+    target_precision: Annotated[float, typer.Option(min=0, max=1, help="Verify: tighten the bars step by step "
+                                                    "until the accepted rules' precision, estimated on folds their "
+                                                    "search never saw, reaches this (0: the bars as given).")]
+    = 0.85,
     folds: Annotated[int, typer.Option(min=2, max=20, help="Cross-fitting folds: one rule search per fold on the "
                                        "others, verified on it, counts pooled; the decider's out-of-fold "
                                        "predictions come from the same folds.")] = 5,
@@ -171,7 +175,8 @@ def discover(
                                    review=review, images=not no_images, min_support=min_support,
                                    min_precision_lower=min_precision_lower, min_precision=min_precision,
                                    decider=decider, folds=folds, text_column=text_column,
-                                   label_column=label_column, k_shot=k_shot, split=split)
+                                   label_column=label_column, k_shot=k_shot, split=split,
+                                   target_precision=target_precision or None)
             live.update("preparing (load, split, featurize, fit the decider) ...")
             outcome = run_session(config, settings, on_iteration=show, review_fn=review_fn)
     _print_outcome(outcome)

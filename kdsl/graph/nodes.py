@@ -467,18 +467,24 @@ class SessionNodes:
         mask = mask.reshape(len(part.ids), len(rules))
         return part.engine.fire_matrix(list(rules)) & mask
 
-    def _verifier(self) -> Verifier:
+    def _ladder(self) -> list[VerifierConfig]:
+        """The verifier's bars, loosest first: the session's own, then stricter steps that `verify` climbs until
+        the accepted set's nested estimate of precision reaches the session's target."""
         cfg = self.config
-        return Verifier(VerifierConfig(min_support=cfg.min_support, min_precision_lower=cfg.min_precision_lower,
-                                       seed=cfg.seed))
+        own = VerifierConfig(min_support=cfg.min_support, min_precision_lower=cfg.min_precision_lower,
+                             min_precision=cfg.min_precision, seed=cfg.seed)
+        if cfg.target_precision is None:
+            return [own]
+        steps = [own]
+        for support, lower, precision in ((4, 0.5, 0.9), (5, 0.5, 0.95), (6, 0.6, 0.95)):
+            step = own.model_copy(update={"min_support": max(own.min_support, support),
+                                          "min_precision_lower": max(own.min_precision_lower, lower),
+                                          "min_precision": max(own.min_precision, precision)})
+            if step != steps[-1]:
+                steps.append(step)
+        return steps
 
-    def _judge(self, verifier: Verifier, stats: Any) -> tuple[bool, str]:
-        ok, why = verifier.judge(stats)
-        if ok and stats.precision < self.config.min_precision:
-            ok, why = False, f"precision {stats.precision:.2f} < {self.config.min_precision:.2f}"
-        return ok, why
-
-    def _nested(self, state: SessionState) -> list[list[Rule]]:
+    def _nested(self, state: SessionState, bars: VerifierConfig) -> list[list[Rule]]:
         """For each search sample of fold k, the rules it would meet as unseen test data of a session run without
         fold k: candidates found without fold k (and an inner fold j, see `_inner_candidates`), verified on the
         inner folds, pooled, accepted by the same bars, carrying the statistics counted there. Estimates and the
@@ -488,7 +494,7 @@ class SessionNodes:
         folds = self._decider(state)["folds"]
         fold_of = np.array([folds[i] for i in part.ids])
         ks = self._folds(state)
-        verifier = self._verifier()
+        verifier = Verifier(bars)
         out: list[list[Rule]] = [[] for _ in part.ids]
         for k in ks:
             candidates: dict[str, Rule] = {}
@@ -507,7 +513,7 @@ class SessionNodes:
             fired = part.engine.fire_matrix(cands)
             held = fired & np.stack([np.isin(fold_of, sorted(proposed[key])) for key in candidates], axis=1)
             stats = RuleAnalysis(held, [r.label for r in cands], part.gold).stats()
-            ok = [self._judge(verifier, st)[0] for st in stats]
+            ok = [verifier.judge(st)[0] for st in stats]
             carried = [r.model_copy(update={"stats": st}) for r, st in zip(cands, stats, strict=True)]
             for i in np.flatnonzero(fold_of == k):
                 out[i] = [carried[c] for c in np.flatnonzero(fired[i]) if ok[c]]
@@ -517,35 +523,49 @@ class SessionNodes:
         """Cross-fitted verification: each rule is scored on the folds whose search proposed it without seeing them,
         the counts pooled over folds (no samples are set aside for a verify split). A rule is kept when the pooled
         support, precision lower bound and precision pass the bars; its pooled precision is its estimate. The
-        accepted set's precision and coverage are estimated one level further out (see `_nested`)."""
+        accepted set's precision and coverage are estimated one level further out (see `_nested`); with a target
+        precision, the bars are tightened step by step (`_ladder`) until that estimate reaches it."""
         cfg, folder, task = self.config, Path(state["session_dir"]), state["task"]
         part = self._part(state, "search")
         rules = RuleSet.load(state["rules_path"]).for_task(task)
         rule_list = list(rules)
-        verifier = self._verifier()
+        labels, conf = self._fallback(state, "search")
+        tried = []
+        for bars in self._ladder():
+            nested = self._nested(state, bars)
+            best = [max(met, key=lambda r: r.confidence) if met else None for met in nested]
+            rule_pred = [r.label if r is not None else None for r in best]
+            estimate = score(part.gold, rule_pred)
+            tried.append((bars, best, rule_pred, estimate))
+            if cfg.target_precision is None or estimate.accuracy_where_fired >= cfg.target_precision:
+                break
+        else:  # no step reaches the target: the step whose estimate comes closest
+            tried.append(max(tried, key=lambda t: (t[3].accuracy_where_fired, t[3].coverage)))
+        bars, best, rule_pred, _ = tried[-1]
+        logger.info("session %s: verifier bars %s; nested estimates %s", state["session_id"],
+                    bars.model_dump(exclude={"bootstrap_resamples", "seed"}),
+                    [(t[0].min_support, round(t[3].accuracy_where_fired, 3), round(t[3].coverage, 3))
+                     for t in tried])
+        verifier = Verifier(bars)
         fired = self._held_out_fires(state, rules)
         stats = RuleAnalysis(fired, [r.label for r in rule_list], part.gold,
                              faults=[part.engine.fault_counts.get(r.id, 0) for r in rule_list]).stats()
         proposed = self._fold_atoms(state)
         verdicts = []
         for rule, st in zip(rule_list, stats, strict=True):
-            ok, why = self._judge(verifier, st)
+            ok, why = verifier.judge(st)
             n_proposed = sum(rule_key(rule) in keys for keys in proposed.values())
             verdicts.append(RuleVerdict(rule_id=rule.id, label=rule.label, task=rule.task,
                                         condition=rule.when.render(), statement=rule.statement, stats=st,
                                         accepted=ok, reason=f"{why}; proposed in {n_proposed} of {len(proposed)} "
                                         "folds", folds=n_proposed))
         accepted = [i for i, v in enumerate(verdicts) if v.accepted]
-        labels, conf = self._fallback(state, "search")
-        nested = self._nested(state)
-        best = [max(met, key=lambda r: r.confidence) if met else None for met in nested]
-        rule_pred = [r.label if r is not None else None for r in best]
         # Where a rule fires it decides if it is surer than the decider (the search's own arbitration).
         together = [r.label if r is not None and r.confidence > c else d
                     for r, d, c in zip(best, labels, conf, strict=True)]
         boot = paired_bootstrap(part.gold, together, labels, seed=cfg.seed)
         verdict = Verdict(split=f"search, cross-fitted over {len(proposed)} folds", n_samples=len(part.ids),
-                          config=verifier.config, rules=tuple(verdicts),
+                          config=bars, rules=tuple(verdicts),
                           tasks=(TaskVerdict(task=task, rules=score(part.gold, rule_pred),
                                              fallback_name=self._decider_name(state),
                                              fallback=score(part.gold, labels),
@@ -603,7 +623,8 @@ class SessionNodes:
         folder = Path(state["session_dir"])
         part = self._part(state, "search")
         rules = self._accepted_rules(state)
-        on_sample = self._nested(state)
+        bars = Verdict.model_validate_json(Path(state["verdict_path"]).read_text(encoding="utf-8")).config
+        on_sample = self._nested(state, bars)
         arbiter = Arbiter(ArbiterConfig(policy="stacked"))
         weights = arbiter.fit(self._distributions(state, "search", part.ids), on_sample, part.gold)
         write_json(folder / ARBITER, {"policy": "stacked", "weights": weights})

@@ -73,7 +73,11 @@ class SessionConfig(BaseModel):
     min_support: int = Field(3, ge=1, description="Verify: a rule must fire on at least this many samples.")
     min_precision_lower: float = Field(0.4, ge=0, le=1, description="Verify: least Wilson lower bound of precision "
                                        "(0.4: a rule right on 3 of 3 held-out samples counts).")
-    min_precision: float = Field(0.9, ge=0, le=1, description="Verify: least empirical precision on verify.")
+    min_precision: float = Field(0.9, ge=0, le=1, description="Verify: least precision of a rule (pooled counts).")
+    target_precision: float | None = Field(
+        0.85, ge=0, le=1, description="Verify: tighten the bars above step by step (support 4, 5, 6; lower bound "
+        "0.5, 0.6; precision 0.95) until the accepted set's nested cross-fitted precision reaches this; None: the "
+        "bars as given.")
     memory: Path | None = Field(None, description="Rule memory folder (default: KDSL_HOME/memory).")
     decider: Literal["features", "majority"] = Field(
         "features", description="What the rules decide together with: 'features' (the CPU decider, fitted on the "

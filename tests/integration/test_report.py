@@ -25,7 +25,7 @@ from kdsl.traces import TraceEvent, TraceLog
 runner = CliRunner()
 # The n-gram author's rules are narrow; with these verify thresholds seed 1 accepts a rule on MDSIRC in 60 iterations.
 DISCOVER = ["--task", "dialogue_intent", "--author", "ngram", "--iterations", "60", "--seed", "1", "--no-images",
-            "--min-support", "1", "--min-precision-lower", "0.15", "--decider", "majority"]
+            "--min-support", "1", "--min-precision-lower", "0.15", "--target-precision", "0", "--decider", "majority"]
 EVIL = '<script>alert("kdsl")</script>'
 
 
