@@ -335,9 +335,14 @@ class SessionNodes:
         def report_fn(rules: RuleSet) -> ErrorReport:
             return build_error_report(task, rules, part.engine, table, part.gold, labels, names, seed=cfg.seed)
 
+        iterations = int(self._share(cfg.iterations, j, n_folds) or 0)
+        if iterations < 1:  # the outer fold j searched no iteration either: its candidates are the mined terms
+            rules = self._mine(state, part)
+            save_rules(RuleSet(rules=tuple({r.id: r for r in rules}.values())), path)
+            return rules
         proposer = TracedProposer(self._proposer(state, part), TraceLog(folder / EVENTS), state["session_id"],
                                   lambda: None)
-        config = SearchConfig(iterations=max(1, int(self._share(cfg.iterations, j, n_folds) or 1)),
+        config = SearchConfig(iterations=iterations,
                               budget_seconds=self._share(cfg.budget_seconds, j, n_folds),
                               budget_tokens=None if cfg.budget_tokens is None
                               else int(self._share(cfg.budget_tokens, j, n_folds) or 1),

@@ -28,8 +28,10 @@ def test_session_with_the_smollm2_author(mdsirc_path, tmp_path):
     events = [json.loads(line) for line in (folder / "events.jsonl").read_text(encoding="utf-8").splitlines()]
     author_calls = [e for e in events if e["agent"] == "author"]
     assert author_calls and all(e["model"] and e["prompt_tokens"] > 100 for e in author_calls)
-    search = json.loads((folder / "search.json").read_text(encoding="utf-8"))
-    assert search["totals"]["calls"] == len(author_calls)
+    search = json.loads((folder / "search.json").read_text(encoding="utf-8"))  # the first fold's search
+    # Every author call is traced: the folds' searches, and the inner searches of the nested estimate.
+    fold_calls = sum(json.loads(p.read_text(encoding="utf-8"))["totals"]["calls"] for p in folder.glob("search.fold*.json"))
+    assert search["totals"]["calls"] <= fold_calls <= len(author_calls)
     # The small model's replies were processed: applied as edits, or dropped and counted by reason. (How many of
     # SmolLM2's replies are valid depends on the samples it is shown; the session must survive either way.)
     totals = search["totals"]
@@ -45,5 +47,6 @@ def test_session_with_the_smollm2_author(mdsirc_path, tmp_path):
     for rule in verdict["rules"]:  # whatever the small model wrote, only rules meeting the real thresholds pass
         if rule["accepted"]:
             s = rule["stats"]
-            assert s["support"] >= 3 and s["precision_lower"] >= 0.5 and s["precision"] >= 0.9
-    assert report["test"]["n"] == 38
+            assert s["support"] >= 3 and s["precision_lower"] >= 0.4 and s["precision"] >= 0.9
+    split = json.loads((folder / "split.json").read_text(encoding="utf-8"))
+    assert split["verify"] == [] and report["test"]["n"] == len(split["test"]) == 42
