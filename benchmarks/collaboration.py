@@ -77,8 +77,6 @@ class Run:
     def __init__(self, name: str):
         self.name = name
         self.pool = Pool()
-        self.estimated = {"fired": 0.0, "correct": 0.0, "n": 0}  # cross-fitted, pooled over tasks and seeds
-        self.realized = {"fired": 0, "correct": 0, "n": 0}
         self.per_task: dict[str, dict[str, dict[str, float]]] = {}
         self.session_seconds: list[float] = []
         self.accepted: list[int] = []
@@ -106,15 +104,8 @@ class Run:
             self.fragments += fragment_terms(folder, dataset, split.search)
             verdict = json.loads((folder / "verdict.json").read_text(encoding="utf-8"))
             est = verdict["tasks"][0]["rules"] if verdict["tasks"] else None
-            if est:
-                self.estimated["fired"] += est["coverage"] * est["n"]
-                self.estimated["correct"] += est["accuracy_where_fired"] * est["coverage"] * est["n"]
-                self.estimated["n"] += est["n"]
             r = ev["rules"]
             fired = round(r["coverage"] * r["n"])
-            self.realized["fired"] += fired
-            self.realized["correct"] += round(r["accuracy_where_fired"] * fired)
-            self.realized["n"] += r["n"]
             t = self.per_task.setdefault(task, {"fired": {"est": 0.0, "real": 0}, "correct": {"est": 0.0, "real": 0},
                                                "n": {"est": 0, "real": 0}})
             if est:
@@ -159,9 +150,11 @@ class Run:
         out["fragment_terms"] = self.fragments
         print(f"accepted terms that are fragments of a longer word: {len(self.fragments)}"
               f"{' (' + ', '.join(self.fragments[:10]) + ')' if self.fragments else ''}")
-        e, r = self.estimated, self.realized
-        est_p = e["correct"] / e["fired"] if e["fired"] else float("nan")
-        real_p = r["correct"] / r["fired"] if r["fired"] else float("nan")
+        # Pooled over tasks and seeds: the sums of the per-task counts.
+        fired = {k: sum(t["fired"][k] for t in self.per_task.values()) for k in ("est", "real")}
+        right = {k: sum(t["correct"][k] for t in self.per_task.values()) for k in ("est", "real")}
+        est_p = right["est"] / fired["est"] if fired["est"] else float("nan")
+        real_p = right["real"] / fired["real"] if fired["real"] else float("nan")
         out["rules"]["pooled"] = {"estimated_precision": est_p, "realized_precision": real_p}
         print(f"pooled over tasks and seeds: rules' precision estimated {est_p:.3f}, realized {real_p:.3f} "
               f"(difference {real_p - est_p:+.3f})")
