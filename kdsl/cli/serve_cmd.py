@@ -52,6 +52,12 @@ def serve(
     request_timeout: Annotated[float | None, typer.Option(help="Seconds a request may take (default 120, or "
                                                                 "KDSL_SERVE_REQUEST_SECONDS).")] = None,
     max_samples: Annotated[int | None, typer.Option(help="Samples per request (default 64).")] = None,
+    read_timeout: Annotated[float | None, typer.Option(help="Seconds a client may take to send a whole request "
+                                                             "(default 30, or KDSL_SERVE_READ_SECONDS); then 408 and "
+                                                             "the connection closes.")] = None,
+    max_connections: Annotated[int | None, typer.Option(help="Open connections at most (default 1000, or "
+                                                              "KDSL_SERVE_MAX_CONNECTIONS); beyond, the oldest idle "
+                                                              "or unfinished one is closed.")] = None,
     warmup: Annotated[bool, typer.Option(help="Score one sample before listening (the first call is slow).")]
     = True,
 ) -> None:
@@ -63,8 +69,10 @@ def serve(
     import uvicorn
 
     from kdsl.serve import ServeLimits, create_app
+    from kdsl.serve.guard import server_config
 
-    overrides = {k: v for k, v in {"request_seconds": request_timeout, "max_samples": max_samples}.items()
+    overrides = {k: v for k, v in {"request_seconds": request_timeout, "max_samples": max_samples,
+                                   "read_seconds": read_timeout, "max_connections": max_connections}.items()
                  if v is not None}
     try:
         limits = ServeLimits(**overrides)
@@ -79,7 +87,10 @@ def serve(
     console.print(f"serving [bold]{info.decider}[/bold] ({info.backend}, policy {info.policy}, {info.rules} rules "
                   f"from {info.rules_source}) on http://{host}:{port} (docs: /docs)", highlight=False)
     try:
-        uvicorn.run(create_app(predictor, limits), host=host, port=port, log_level="info", workers=1)
+        server = uvicorn.Server(server_config(create_app(predictor, limits), limits, host=host, port=port))
+        server.run()
+        if not server.started:
+            raise KdslError(f"could not serve on {host}:{port} (the reason is in the log above)")
     finally:
         predictor.close()
 

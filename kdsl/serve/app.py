@@ -59,6 +59,10 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
+async def _LEFT(*_: Any) -> Message:  # noqa: N802 - a sentinel: the client left while its body was being read
+    return {"type": "http.disconnect"}
+
+
 class _EdgeMiddleware:
     """Counts and times every request, and refuses a body over the limit before the app reads it.
 
@@ -85,6 +89,9 @@ class _EdgeMiddleware:
 
         try:
             replay = await self._read_body(scope, receive)
+            if replay is _LEFT:  # the client left (or the server's read deadline closed it) mid-body: no app call
+                status[0] = 408
+                return
             if replay is None:
                 status[0] = 413
                 self.metrics.error("body_too_large")
@@ -97,7 +104,8 @@ class _EdgeMiddleware:
             self.metrics.request(scope.get("method", ""), path, status[0], time.perf_counter() - start)
 
     async def _read_body(self, scope: Scope, receive: Receive) -> Receive | None:
-        """A receive that replays the body, or None when the body is too large."""
+        """A receive that replays the body, None when the body is too large, _LEFT when the client left before
+        sending all of it."""
         if scope.get("method") in ("GET", "HEAD", "OPTIONS"):
             return receive
         for name, value in scope.get("headers", ()):
@@ -111,7 +119,7 @@ class _EdgeMiddleware:
         while more:
             message = await receive()
             if message["type"] != "http.request":  # the client left
-                return receive
+                return _LEFT
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_body:
@@ -331,7 +339,7 @@ def create_app(predictor: Predictor, limits: ServeLimits | None = None, *, metri
         found.sort(key=lambda r: -r.confidence)
         return RulesResponse(total=len(found), rules=[RuleOut.of(r) for r in found[offset:offset + limit]])
 
-    @app.get("/healthz", response_model=Health, tags=["ops"])
+    @app.api_route("/healthz", methods=["GET", "HEAD"], response_model=Health, tags=["ops"])
     async def healthz() -> Health:
         """Liveness and what is served: decider, backend, policy, rules, tasks and label spaces."""
         return Health(predictor=info, label_spaces=predictor.label_spaces, queued_samples=worker.queued,

@@ -30,5 +30,10 @@ class ServeLimits(BaseSettings):
                                                          "together (one request is never split). The decider scores "
                                                          "sample by sample, so a batch amortizes features, rules "
                                                          "and arbiter only, while each request in it waits for all.")
+    read_seconds: float = Field(30.0, gt=0, description="Time to receive a whole request (headers and body) from its "
+                                                     "first byte -> 408 request_timeout and the connection closed.")
+    keep_alive_seconds: int = Field(5, ge=1, description="Time an idle connection stays open between requests.")
+    max_connections: int = Field(1000, ge=1, description="Open connections; one more closes the oldest idle or "
+                                                         "unfinished one (503 overloaded when all are served).")
     tmp_dir: Path | None = Field(None, description="Where decoded images are written while a request runs "
                                                   "(default: the system's temporary folder).")

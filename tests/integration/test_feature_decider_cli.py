@@ -4,9 +4,13 @@ Banking77 utterances."""
 from __future__ import annotations
 
 import json
+import socket
+import threading
+import time
 from pathlib import Path
 
 import pytest
+import uvicorn
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
@@ -14,7 +18,8 @@ from kdsl.agents.predictor import Predictor
 from kdsl.cli.main import app
 from kdsl.config import Settings
 from kdsl.data import Dataset, k_shot, load_dataset, save_jsonl
-from kdsl.serve import create_app
+from kdsl.serve import ServeLimits, create_app
+from kdsl.serve.guard import server_config
 
 INTENTS = 6
 
@@ -32,13 +37,22 @@ def slice_path(banking77_path, tmp_path_factory) -> tuple[Path, Path, Dataset]:
     return save_jsonl(train, folder / "train.jsonl"), save_jsonl(other, folder / "other.jsonl"), other
 
 
-def test_train_eval_predict_serve_with_the_default_kind(slice_path, tmp_path, monkeypatch):
-    train_file, other_file, other = slice_path
-    monkeypatch.setenv("KDSL_HOME", str(tmp_path / "home"))
-    runner = CliRunner()
-    got = runner.invoke(app, ["train", "--data", str(train_file), "--name", "b77"])
+@pytest.fixture(scope="module")
+def trained(slice_path, tmp_path_factory) -> tuple[Path, str]:
+    """`kdsl train` (the default kind) on the six intents: the KDSL_HOME holding decider b77, and the output."""
+    home = tmp_path_factory.mktemp("home")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("KDSL_HOME", str(home))
+        got = CliRunner().invoke(app, ["train", "--data", str(slice_path[0]), "--name", "b77"])
     assert got.exit_code == 0, got.output
-    assert "blocks" in got.output and "kdsl eval --decider b77" in got.output
+    return home, got.output
+
+
+def test_train_eval_predict_serve_with_the_default_kind(slice_path, trained, tmp_path, monkeypatch):
+    train_file, other_file, other = slice_path
+    monkeypatch.setenv("KDSL_HOME", str(trained[0]))
+    runner = CliRunner()
+    assert "blocks" in trained[1] and "kdsl eval --decider b77" in trained[1]
     folder = Settings().home / "deciders" / "b77"
     card = json.loads((folder / "decider.json").read_text(encoding="utf-8"))
     assert card["kind"] == "features" and Path(card["training"]["data_path"]).is_absolute()
@@ -71,10 +85,79 @@ def test_train_eval_predict_serve_with_the_default_kind(slice_path, tmp_path, mo
                      '{"task": "intent", "turns": [{"role": "user", "text": "x"}], "candidates": ["\\ud800"]}'):
             r = client.post("/v1/predict", content=body, headers={"content-type": "application/json"})
             assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_text", r.text
-        assert client.get("/healthz").status_code == 200
+        assert client.get("/healthz").status_code == 200 and client.head("/healthz").status_code == 200
 
     got = runner.invoke(app, ["serve", "--decider", "b77", "--port", "99999"])
     assert got.exit_code == 2 and "65535" in got.output
 
     got = runner.invoke(app, ["train", "--data", str(train_file), "--kind", "nope"])
     assert got.exit_code == 2 and "unknown decider kind 'nope'" in got.output
+
+
+def _request(port: int, raw: bytes) -> bytes:
+    """Send `raw` on a fresh connection and read the whole answer (the server closes it)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(raw)
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    return data
+
+
+@pytest.fixture
+def live_server(trained):
+    """`kdsl serve`'s uvicorn configuration (the guard included) on a real socket, in a thread, with a 1 s read
+    deadline and room for 8 connections."""
+    limits = ServeLimits(read_seconds=1.0, max_connections=8)
+    predictor = Predictor.load("b77", Settings(home=trained[0]))
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(server_config(create_app(predictor, limits), limits, host="127.0.0.1",
+                                          port=sock.getsockname()[1], log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.started
+    yield server, sock.getsockname()[1]
+    server.should_exit = True
+    thread.join(10)
+    predictor.close()
+
+
+HEALTHZ = b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
+
+
+@pytest.mark.parametrize(("sent", "answer"), [
+    (b"", b""),  # connects and says nothing: closed silently
+    (b"POST /v1/predict HTTP/1.1\r\nhost: x\r\ncontent-type: app", b"HTTP/1.1 408 "),  # half the headers
+    (b"POST /v1/predict HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 80\r\n\r\n"
+     b'{"task": "intent", "tu', b"HTTP/1.1 408 "),  # half the body
+], ids=["nothing", "half-headers", "half-body"])
+def test_a_stalled_client_is_closed_within_the_read_deadline(live_server, sent, answer):
+    server, port = live_server
+    start = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as stalled:
+        stalled.sendall(sent)
+        # Meanwhile the server answers others, HEAD included.
+        assert _request(port, HEALTHZ).startswith(b"HTTP/1.1 200 ")
+        assert _request(port, HEALTHZ.replace(b"GET", b"HEAD")).startswith(b"HTTP/1.1 200 ")
+        got = b""
+        while chunk := stalled.recv(65536):  # returns b"" once the server closes the socket
+            got += chunk
+    assert 0.9 <= time.monotonic() - start < 5, "closed at the 1 s read deadline"
+    assert got.startswith(answer) and (not answer or b'"request_timeout"' in got), got
+
+
+def test_stalled_clients_beyond_the_connection_cap_do_not_crowd_out_others(live_server):
+    server, port = live_server
+    stalled = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(20)]
+    try:
+        for s in stalled:
+            s.sendall(b"GET /healthz HTTP/1.1\r\nhost")
+        assert _request(port, HEALTHZ).startswith(b"HTTP/1.1 200 ")
+        assert len(server.server_state.connections) <= 8
+    finally:
+        for s in stalled:
+            s.close()
