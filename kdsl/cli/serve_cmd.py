@@ -88,7 +88,11 @@ def serve(
                   f"from {info.rules_source}) on http://{host}:{port} (docs: /docs)", highlight=False)
     try:
         server = uvicorn.Server(server_config(create_app(predictor, limits), limits, host=host, port=port))
-        server.run()
+        try:
+            server.run()
+        except SystemExit:  # uvicorn exits when it cannot bind (port in use, no permission)
+            if server.started:
+                raise
         if not server.started:
             raise KdslError(f"could not serve on {host}:{port} (the reason is in the log above)")
     finally:

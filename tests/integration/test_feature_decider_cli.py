@@ -89,6 +89,12 @@ def test_train_eval_predict_serve_with_the_default_kind(slice_path, trained, tmp
 
     got = runner.invoke(app, ["serve", "--decider", "b77", "--port", "99999"])
     assert got.exit_code == 2 and "65535" in got.output
+    with socket.socket() as taken:  # a port in use: one line, exit 2
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        got = runner.invoke(app, ["serve", "--decider", "b77", "--port", str(port), "--no-warmup"])
+    assert got.exit_code == 2 and f"could not serve on 127.0.0.1:{port}" in got.output, got.output
 
     got = runner.invoke(app, ["train", "--data", str(train_file), "--kind", "nope"])
     assert got.exit_code == 2 and "unknown decider kind 'nope'" in got.output
