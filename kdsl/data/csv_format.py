@@ -82,11 +82,15 @@ def load_banking77(path: str | Path, *, skip_invalid: bool = False) -> Dataset:
     path = Path(path)
     categories_file = path / "categories.json"
     try:
-        labels = tuple(json.loads(categories_file.read_text(encoding="utf-8")))
+        raw = json.loads(categories_file.read_text(encoding="utf-8"))
     except FileNotFoundError as e:
         raise DataError("Banking77 folder lacks categories.json", path=str(path)) from e
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DataError(f"not valid JSON ({e})", path=str(categories_file), code="broken_json") from e
+    if not isinstance(raw, list) or not raw or not all(isinstance(x, str) and x for x in raw):
+        raise DataError(f"expected a JSON list of label names, found {json.dumps(raw)[:60]}",
+                        path=str(categories_file), code="bad_labels")
+    labels = tuple(raw)
     samples: list[Sample] = []
     skipped = []
     for split in ("train", "test"):

@@ -25,6 +25,18 @@ HEADER_KEY = "kdsl_dataset"
 FORMAT_VERSION = 1
 
 
+def _label_spaces(raw: object, path: Path, line: int) -> dict[str, tuple[str, ...]]:
+    """The header's label_spaces: each task to its list of labels. A wrong header spoils every sample: DataError."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict) or not all(
+            isinstance(labels, list) and all(isinstance(x, str) for x in labels) for labels in raw.values()):
+        raise DataError(f"line {line}: the header's label_spaces must map each task to a list of label names "
+                        f'(such as {{"intent": ["a", "b"]}}), not {type(raw).__name__}', path=str(path),
+                        code="bad_header")
+    return {str(t): tuple(labels) for t, labels in raw.items()}
+
+
 def load_jsonl(path: str | Path, *, skip_invalid: bool = False, check_images: bool = True) -> Dataset:
     """Read a canonical JSONL file. A broken line raises DataError naming the line, or is skipped and counted."""
     path = Path(path)
@@ -32,8 +44,13 @@ def load_jsonl(path: str | Path, *, skip_invalid: bool = False, check_images: bo
         raise DataError("JSONL file does not exist", path=str(path))
     collector = Collector(path, skip_invalid=skip_invalid)
     name, spaces, samples = path.stem, {}, []
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
+    with path.open("rb") as f:
+        for n, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                collector.reject("not_utf8", f"line {n} is not UTF-8 text (byte {e.start}); save the file as UTF-8")
+                continue
             if not line.strip():
                 continue
             try:
@@ -41,9 +58,12 @@ def load_jsonl(path: str | Path, *, skip_invalid: bool = False, check_images: bo
             except json.JSONDecodeError as e:
                 collector.reject("broken_json", f"line {n} is not valid JSON ({e.msg})")
                 continue
+            except RecursionError:
+                collector.reject("broken_json", f"line {n} is nested too deeply")
+                continue
             if isinstance(obj, dict) and HEADER_KEY in obj:
                 name = obj.get("name") or name
-                spaces = {t: tuple(ls) for t, ls in (obj.get("label_spaces") or {}).items()}
+                spaces = _label_spaces(obj.get("label_spaces"), path, n)
                 continue
             sample_id = obj.get("id") if isinstance(obj, dict) else None
             try:

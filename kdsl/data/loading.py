@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 from kdsl.data.clinc150 import load_clinc150
@@ -50,13 +51,19 @@ def load_dataset(
     `text_column` / `label_column` name a CSV's columns (default: recognised by their usual names)."""
     fmt = format or detect_format(path)
     if fmt == "mdsirc":
-        return load_mdsirc(path, skip_invalid=skip_invalid, check_images=check_images)
-    if fmt == "banking77":
-        return load_banking77(path, skip_invalid=skip_invalid)
-    if fmt == "clinc150":
-        return load_clinc150(path, skip_invalid=skip_invalid)
-    if fmt == "jsonl":
-        return load_jsonl(path, skip_invalid=skip_invalid, check_images=check_images)
-    if fmt == "csv":
-        return load_csv(path, skip_invalid=skip_invalid, text_column=text_column, label_column=label_column)
-    raise DataError(f"unknown format {fmt!r}; formats: {', '.join(FORMATS)}", path=str(path))
+        dataset = load_mdsirc(path, skip_invalid=skip_invalid, check_images=check_images)
+    elif fmt == "banking77":
+        dataset = load_banking77(path, skip_invalid=skip_invalid)
+    elif fmt == "clinc150":
+        dataset = load_clinc150(path, skip_invalid=skip_invalid)
+    elif fmt == "jsonl":
+        dataset = load_jsonl(path, skip_invalid=skip_invalid, check_images=check_images)
+    elif fmt == "csv":
+        dataset = load_csv(path, skip_invalid=skip_invalid, text_column=text_column, label_column=label_column)
+    else:
+        raise DataError(f"unknown format {fmt!r}; formats: {', '.join(FORMATS)}", path=str(path))
+    if not dataset.samples:
+        skipped = Counter(i.code for i in dataset.skipped)
+        why = f" ({len(dataset.skipped)} skipped: {', '.join(f'{k} {v}' for k, v in sorted(skipped.items()))})"
+        raise DataError("no samples" + (why if skipped else ""), path=str(path), code="empty")
+    return dataset

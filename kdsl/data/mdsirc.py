@@ -79,6 +79,8 @@ def _to_sample(item: dict, images_dir: Path) -> Sample:
         raise _ParseError("bad_images", "field 'image' must be a list of file names")
     images = tuple(str((images_dir / name).resolve()) for name in image_names)
     label = item.get("output") or None
+    if label is not None and not isinstance(label, str):
+        raise _ParseError("bad_label", f"field 'output' must be the label as a string, not {type(label).__name__}")
     if instruction.lstrip().startswith("Picture 1:"):
         if len(images) != 1:
             raise _ParseError("bad_images", f"an image-scene sample needs exactly 1 image, found {len(images)}")

@@ -36,6 +36,8 @@ def image_problem(path: str) -> tuple[str, str] | None:
     try:
         with Image.open(p) as im:
             im.verify()
+    except Image.DecompressionBombError as e:
+        return "image_too_large", f"image file {path} is too large to decode ({e})"
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         return "corrupt_image", f"image file {path} cannot be decoded ({e})"
     return None

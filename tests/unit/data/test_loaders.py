@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
+import struct
+import zlib
 
 import pytest
 
@@ -17,6 +20,8 @@ from kdsl.data import (
     summarize,
 )
 from kdsl.errors import DataError
+
+LINE = b'{"id": "a", "task": "t", "turns": [{"role": "user", "text": "hi"}], "label": "x"}\n'
 
 
 def test_mdsirc_real(mdsirc):
@@ -67,6 +72,14 @@ def test_jsonl_round_trip_keeps_everything(mdsirc, tmp_path):
     assert back.label_spaces == part.label_spaces
 
 
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG that claims width x height pixels in a few bytes: a decompression bomb to whoever decodes it."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+
+
 def _mdsirc_copy(mdsirc_path, tmp_path, n=6):
     """A small writable MDSIRC folder: the first n items and their images."""
     items = json.loads((mdsirc_path / "train.json").read_text(encoding="utf-8"))[:n]
@@ -96,6 +109,8 @@ def test_broken_json_names_the_file(tmp_path):
         ("empty_dialogue", "empty_dialogue", "no text and no image"),
         ("unknown_label", "unknown_label", "not among the 23 candidate labels"),
         ("duplicate_id", "duplicate_id", "appears more than once"),
+        ("decompression_bomb", "image_too_large", "too large to decode"),
+        ("output_not_a_string", "bad_label", "field 'output' must be the label as a string"),
     ],
 )
 def test_bad_items_raise_or_are_skipped_and_counted(mdsirc_path, tmp_path, breakage, code, message):
@@ -114,6 +129,10 @@ def test_bad_items_raise_or_are_skipped_and_counted(mdsirc_path, tmp_path, break
         bad["output"] = "不存在的标签"
     elif breakage == "duplicate_id":
         bad["id"] = items[0]["id"]
+    elif breakage == "decompression_bomb":
+        (tmp_path / "images" / bad["image"][0]).write_bytes(_png_header(40_000, 40_000))
+    elif breakage == "output_not_a_string":
+        bad["output"] = 123
     _write(tmp_path, items)
 
     with pytest.raises(DataError) as info:
@@ -151,3 +170,32 @@ def test_csv_without_label_column(tmp_path):
 def test_unknown_path():
     with pytest.raises(DataError, match="no such file or folder"):
         load_dataset("/nonexistent/data")
+
+
+@pytest.mark.parametrize(("name", "content", "message"), [
+    ("header-list.jsonl", b'{"kdsl_dataset": 1, "label_spaces": ["a"]}\n' + LINE, "label_spaces must map each task"),
+    ("header-number.jsonl", b'{"kdsl_dataset": 1, "label_spaces": 5}\n' + LINE, "label_spaces must map each task"),
+    ("latin1.jsonl", LINE.replace(b"hi", b"h\xe9"), "line 1 is not UTF-8 text"),
+    ("empty.jsonl", b"", "no samples"),
+    ("blank.csv", b"text,label\n", "no samples"),
+    ("banking77/categories.json", b"null", "expected a JSON list of label names, found null"),
+    ("banking77/categories.json", b'{"a": 1}', "expected a JSON list of label names, found {"),
+], ids=["header-list", "header-number", "not-utf8", "empty-jsonl", "empty-csv", "categories-null", "categories-dict"])
+def test_malformed_files_are_data_errors_naming_the_file(tmp_path, name, content, message):
+    path = tmp_path / name
+    path.parent.mkdir(exist_ok=True)
+    path.write_bytes(content)
+    if name.startswith("banking77/"):
+        for split in ("train", "test"):
+            (path.parent / f"{split}.csv").write_text("text,category\nhi,a\n", encoding="utf-8")
+        path = path.parent
+    with pytest.raises(DataError, match=re.escape(message)) as info:
+        load_dataset(path)
+    assert str(path) in str(info.value)
+
+
+def test_a_line_that_is_not_utf8_is_skipped_and_counted(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_bytes(LINE + LINE.replace(b'"a"', b'"b"').replace(b"hi", b"h\xe9"))
+    ds = load_jsonl(path, skip_invalid=True)
+    assert [s.id for s in ds.samples] == ["a"] and [i.code for i in ds.skipped] == ["not_utf8"]
