@@ -6,9 +6,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 from rich.table import Table
 
-from kdsl.cli._edge import console, friendly_errors, print_json
+from kdsl.cli._edge import bad_option, check_output, console, friendly_errors, print_json
 from kdsl.data import Split, SplitConfig, load_dataset, split_dataset, summarize
 
 app = typer.Typer(help="Inspect and split datasets.", no_args_is_help=True)
@@ -81,11 +82,12 @@ def split(
     Example: kdsl data split ../shared/data/www2025-mdsirc --out runs/mdsirc-split.json --seed 0
     Few-shot: add --k-shot 5 to keep 5 samples per label for search (verify and test stay as they are).
     """
-    dataset = load_dataset(path, skip_invalid=skip_invalid)
+    check_output(out)
     try:
         config = SplitConfig(search=search, verify=verify, test=test, seed=seed, k_shot=k_shot)
-    except ValueError as e:
-        raise typer.BadParameter(str(e).splitlines()[-1]) from None
+    except ValidationError as e:
+        raise bad_option(e) from None
+    dataset = load_dataset(path, skip_invalid=skip_invalid)
     result: Split = split_dataset(dataset, config)
     result.save(out)
     table = Table(title=f"split of {dataset.name} (seed {seed}) -> {out}")

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from kdsl.cli._edge import console, friendly_errors
+from kdsl.cli._edge import check_output, console, friendly_errors
 from kdsl.config import Settings
 from kdsl.data import load_dataset
 from kdsl.tools.pipeline import default_builder
@@ -31,6 +31,8 @@ def build(
     Results are cached by image content under KDSL_HOME, so a second run does no OCR at all.
     Example: kdsl features build --data ../shared/data/www2025-mdsirc --out runs/mdsirc-features.jsonl
     """
+    if out is not None:
+        check_output(out)
     settings = Settings()
     dataset = load_dataset(data, skip_invalid=skip_invalid)
     builder = default_builder(settings, skip_errors=skip_errors, images=not no_images)

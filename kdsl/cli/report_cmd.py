@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from kdsl.cli._edge import console, err_console, friendly_errors
+from kdsl.cli._edge import check_output, console, err_console, friendly_errors
 from kdsl.config import Settings
 
 app = typer.Typer(help="Write a session's HTML report.")
@@ -45,6 +45,8 @@ def report(
     from kdsl.graph.catalog import session_trace  # langgraph loads only here
     from kdsl.report import write_report
 
+    if out is not None:
+        check_output(out)
     settings = Settings()
     children = _children(settings, session_id)
     if children:  # a session over several tasks: one page per task

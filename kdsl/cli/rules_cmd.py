@@ -6,12 +6,15 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 from rich.table import Table
 
+from kdsl._internal._atomic import write_text_atomic
 from kdsl.agents.verifier import Verdict, Verifier, VerifierConfig
-from kdsl.cli._edge import console, friendly_errors, print_json
+from kdsl.cli._edge import bad_option, check_output, console, err_console, friendly_errors, print_json
 from kdsl.config import Settings
 from kdsl.data import PARTS, Split, load_dataset
+from kdsl.errors import DataError, RuleSyntaxError
 from kdsl.rules import RuleEngine, RuleSet
 from kdsl.tools.pipeline import default_builder
 
@@ -46,6 +49,17 @@ def _task_table(verdict: Verdict) -> Table:
     return table
 
 
+def _check_labels(rules: RuleSet, label_spaces: dict, rules_file: Path, data: Path) -> None:
+    """Refuse a rule whose label is not in its task's label space in the data: it could only ever be wrong, and
+    its statistics would say nothing. (Rules of a task the data lacks fire on nothing and are refused for support.)"""
+    for i, r in enumerate(rules):
+        labels = label_spaces.get(r.task)
+        if labels is not None and r.label not in labels:
+            shown = ", ".join(list(labels)[:10]) + (", ..." if len(labels) > 10 else "")
+            raise RuleSyntaxError(f"{rules_file}: rule #{i} ({r.id}): label {r.label!r} is not in task {r.task!r}'s "
+                                  f"label space ({len(labels)} labels: {shown})")
+
+
 @app.command()
 @friendly_errors
 def check(
@@ -70,6 +84,11 @@ def check(
     Example: kdsl rules check examples/rules/mdsirc_image_scene.json --data ../shared/data/www2025-mdsirc
     --split runs/mdsirc-split.json --part verify --out runs/mdsirc-rules-check.json
     """
+    out = check_output(out or Path("runs") / f"{rules_file.stem}-check.json")
+    try:
+        config = VerifierConfig(min_support=min_support, min_precision_lower=min_precision)
+    except ValidationError as e:
+        raise bad_option(e, {"min_precision_lower": "--min-precision"}) from None
     rules = RuleSet.load(rules_file)
     dataset = load_dataset(data)
     split_name = "all"
@@ -80,6 +99,7 @@ def check(
         the_split.check(dataset)
         dataset = dataset.subset(the_split.ids(part))  # type: ignore[arg-type]
         split_name = f"{split.name}:{part}"
+    _check_labels(rules, dataset.label_spaces, rules_file, data)
     tasks = {r.task for r in rules}
     samples = [s for s in dataset.samples if s.task in tasks]
     if not samples:
@@ -87,11 +107,10 @@ def check(
     builder = default_builder(Settings(), images=not no_images)
     table = builder.build(samples)
     engine = RuleEngine(table.rows(s.id for s in samples), [s.task for s in samples])
-    verifier = Verifier(VerifierConfig(min_support=min_support, min_precision_lower=min_precision))
+    verifier = Verifier(config)
     verdict = verifier.check(rules, engine, [s.label for s in samples], split=split_name)
-    out = out or Path("runs") / f"{rules_file.stem}-check.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(verdict.model_dump_json(indent=1), encoding="utf-8")
+    write_text_atomic(out, verdict.model_dump_json(indent=1))
     if commit:
         by_id = {r.id: r for r in rules}
         with _memory(memory) as mem:
@@ -177,7 +196,7 @@ def list_rules(
 @friendly_errors
 def search(
     text: Annotated[str, typer.Argument(help="What the rules should be about, in any language.")],
-    k: Annotated[int, typer.Option("-k", help="How many rules.")] = 5,
+    k: Annotated[int, typer.Option("-k", min=1, help="How many rules.")] = 5,
     task: TaskOpt = None, label: LabelOpt = None, status: StatusOpt = None,
     memory: MemoryPath = None, as_json: AsJson = False,
 ) -> None:
@@ -185,6 +204,8 @@ def search(
 
     Example: kdsl rules search "用户问退款进度" --task image_scene -k 5
     """
+    if not text.strip():
+        raise typer.BadParameter("TEXT is empty: say what the rules should be about")
     with _memory(memory) as mem:
         hits = mem.search(text, k, task=task, label=label, status=_status(status))
     if as_json:
@@ -225,7 +246,11 @@ def explain(
     from kdsl.rules import matched_leaves, normalize
     from kdsl.tools.features import FIELDS
 
-    sample = load_dataset(data).get(sample_id)
+    dataset = load_dataset(data)
+    try:
+        sample = dataset.get(sample_id)
+    except KeyError as e:
+        raise DataError(f"{e.args[0]}; `kdsl data inspect {data}` shows the data", path=str(data)) from None
     (features,) = default_builder(Settings(), progress=False).build([sample]).rows([sample.id])
     with _memory(memory) as mem:
         fired = mem.fire_on(features, sample.task)
@@ -265,6 +290,7 @@ def export_rules(
 
     Example: kdsl rules export runs/accepted.json --status accepted
     """
+    check_output(path, "")
     with _memory(memory) as mem:
         out = mem.export(path, task=task, status=_status(status))
     console.print(f"wrote {len(RuleSet.load(out))} rule(s) -> {out}")
@@ -279,6 +305,12 @@ def import_rules(path: Annotated[Path, typer.Argument(help="Rules JSON file.")],
     """
     with _memory(memory) as mem:
         results = mem.import_(path)
+    unmeasured = [r.id for r in RuleSet.load(path) if r.status == "accepted" and r.stats is None]
+    if unmeasured:
+        err_console.print(f"[yellow]warning:[/yellow] {len(unmeasured)} rule(s) marked accepted without statistics "
+                          f"({', '.join(unmeasured[:5])}{', ...' if len(unmeasured) > 5 else ''}): nothing checked "
+                          f"their labels or precision; `kdsl rules check {path} --data DATA --commit` does",
+                          highlight=False, soft_wrap=True)
     counts: dict[str, int] = {}
     for r in results:
         counts[r.action] = counts.get(r.action, 0) + 1

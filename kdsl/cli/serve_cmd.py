@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 
-from kdsl.cli._edge import console, err_console, friendly_errors
+from kdsl.cli._edge import bad_option, check_output, console, err_console, friendly_errors
 from kdsl.config import Settings
 from kdsl.errors import DataError, KdslError
 
@@ -76,8 +77,8 @@ def serve(
                  if v is not None}
     try:
         limits = ServeLimits(**overrides)
-    except ValueError as e:
-        raise typer.BadParameter(str(e)) from None
+    except ValidationError as e:
+        raise bad_option(e, {"request_seconds": "--request-timeout", "read_seconds": "--read-timeout"}) from None
     settings = Settings()
     console.print("loading the decider ...")
     predictor = _load(decider, policy, rules, backend, threads, settings)
@@ -151,6 +152,7 @@ def predict(
     from kdsl.serve.schemas import DecisionOut
     from kdsl.tools.pipeline import default_builder
 
+    check_output(out)
     settings = Settings()
     dataset = load_dataset(in_, skip_invalid=skip_invalid)
     console.print("loading the decider ...")

@@ -128,6 +128,8 @@ class RuleMemory:
 
         if path_or_client is None or isinstance(path_or_client, str | Path):
             self.path: Path | None = Path(path_or_client) if path_or_client is not None else settings.home / "memory"
+            if self.path.exists() and not self.path.is_dir():
+                raise MemoryStoreError(f"{self.path}: is a file; the rule memory is a folder (--memory FOLDER)")
             self.path.mkdir(parents=True, exist_ok=True)
             self._client: Any = None  # opened below, under the lock
             default_lock = self.path / _LOCK_FILE

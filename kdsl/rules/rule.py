@@ -9,6 +9,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from kdsl._internal._atomic import write_text_atomic
 from kdsl.errors import RuleSyntaxError
 from kdsl.rules.analysis import RuleStats
 from kdsl.rules.condition import MAX_DEPTH, Condition, depth
@@ -86,8 +87,7 @@ class RuleSet(BaseModel):
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         body = {"rules": [r.model_dump(mode="json", by_alias=True, exclude_none=True) for r in self.rules]}
-        path.write_text(json.dumps(body, ensure_ascii=False, indent=1), encoding="utf-8")
-        return path
+        return write_text_atomic(path, json.dumps(body, ensure_ascii=False, indent=1))
 
     @classmethod
     def load(cls, path: str | Path) -> RuleSet:
@@ -97,12 +97,26 @@ class RuleSet(BaseModel):
             raw = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError as e:
             raise RuleSyntaxError(f"{path}: no such rules file") from e
+        except IsADirectoryError as e:
+            raise RuleSyntaxError(f"{path}: is a folder, not a rules file") from e
+        except UnicodeDecodeError as e:
+            raise RuleSyntaxError(f"{path}: not UTF-8 text (byte {e.start}); save the rules file as UTF-8") from e
         except json.JSONDecodeError as e:
             raise RuleSyntaxError(f"{path}: not valid JSON ({e})") from e
+        except RecursionError as e:
+            raise RuleSyntaxError(f"{path}: nested too deeply to be a rules file (a condition may nest "
+                                  f"{MAX_DEPTH} levels)") from e
         items = raw.get("rules") if isinstance(raw, dict) else raw
         if not isinstance(items, list):
             raise RuleSyntaxError(f"{path}: expected a list of rules or {{\"rules\": [...]}}")
-        return cls(rules=tuple(parse_rule(item, where=f"{path}: rule #{i}") for i, item in enumerate(items)))
+        rules = tuple(parse_rule(item, where=f"{path}: rule #{i}") for i, item in enumerate(items))
+        seen: dict[str, int] = {}
+        for i, r in enumerate(rules):
+            if r.id in seen:
+                raise RuleSyntaxError(f"{path}: rule #{i} ({r.id}): the id of rule #{seen[r.id]} again; rule ids "
+                                      "must be unique")
+            seen[r.id] = i
+        return cls(rules=rules)
 
 
 def parse_rule(raw: object, *, where: str = "rule") -> Rule:

@@ -167,3 +167,36 @@ def test_stalled_clients_beyond_the_connection_cap_do_not_crowd_out_others(live_
     finally:
         for s in stalled:
             s.close()
+
+
+RULES = {"rules": [{"id": "r-age", "label": "age_limit", "task": "intent", "statement": "age",
+                    "when": {"field": "user_text", "any_of": ["age", "old"]}}]}
+
+
+@pytest.mark.parametrize("command", [
+    ["predict", "--decider", "b77", "--in", "{other}", "--out", "{out}"],
+    ["features", "build", "--data", "{other}", "--no-images", "--out", "{out}"],
+    ["data", "split", "{train}", "--out", "{out}"],
+    ["rules", "check", "{rules}", "--data", "{train}", "--no-images", "--out", "{out}"],
+    ["rules", "export", "{out}", "--memory", "{memory}"],
+    ["report", "no-such-session", "--out", "{out}"],
+], ids=lambda c: " ".join(c[:2]))
+@pytest.mark.parametrize("where", ["folder", "under-a-file"])
+def test_an_output_that_cannot_be_written_is_refused_before_the_work(command, where, slice_path, trained, tmp_path,
+                                                                    monkeypatch):
+    """--out naming a folder (or a path under a file) is a one-line error before any work; the folder keeps its
+    contents."""
+    monkeypatch.setenv("KDSL_HOME", str(trained[0]))
+    folder = tmp_path / "results"
+    folder.mkdir()
+    (folder / "kept.txt").write_text("kept", encoding="utf-8")
+    rules = tmp_path / "rules.json"
+    rules.write_text(json.dumps(RULES), encoding="utf-8")
+    out = folder if where == "folder" else folder / "kept.txt" / "out.json"
+    values = {"other": slice_path[1], "train": slice_path[0], "rules": rules, "out": out,
+              "memory": tmp_path / "memory"}
+    got = CliRunner().invoke(app, [a.format(**{k: str(v) for k, v in values.items()}) for a in command])
+    assert got.exit_code == 2, got.output
+    assert got.output.startswith("error: ") and len(got.output.strip().splitlines()) == 1, got.output
+    assert ("is a folder" if where == "folder" else "is a file, not a folder") in got.output
+    assert [p.name for p in folder.iterdir()] == ["kept.txt"] and (folder / "kept.txt").read_text() == "kept"

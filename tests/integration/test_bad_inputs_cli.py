@@ -1,0 +1,71 @@
+"""Hostile but fair inputs to the CLI: each is a one-line error with exit code 2, never a traceback, and leaves
+nothing half-written behind."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from kdsl.cli.main import app
+
+LINES = [{"id": f"s{i}", "task": "intent", "turns": [{"role": "user", "text": text}], "label": label}
+         for i, (text, label) in enumerate([("how old must I be", "age_limit"), ("activate my card", "activate"),
+                                            ("age limit please", "age_limit"), ("card activation", "activate")])]
+
+
+def rule(rid: str, label: str = "age_limit", when: dict | None = None) -> dict:
+    return {"id": rid, "label": label, "task": "intent", "statement": "s",
+            "when": when or {"field": "user_text", "any_of": ["age"]}}
+
+
+def nested(levels: int) -> str:
+    when = '{"field": "user_text", "any_of": ["a"]}'
+    for _ in range(levels):
+        when = '{"all_of": [' + when + "]}"
+    return '{"rules": [{"id": "deep", "label": "age_limit", "task": "intent", "statement": "s", "when": ' + when + "}]}"
+
+
+FILES: dict[str, bytes] = {
+    "data.jsonl": "\n".join(json.dumps(x) for x in LINES).encode(),
+    "dup.json": json.dumps({"rules": [rule("r1"), rule("r1", "activate")]}).encode(),
+    "latin1.json": json.dumps({"rules": [rule("r1")]}).encode().replace(b'"s"', b'"\xe9"'),
+    "deep.json": nested(5000).encode(),
+    "unknown-label.json": json.dumps({"rules": [rule("r1"), rule("r2", "no_such_label")]}).encode(),
+    "a-file": b"not a folder",
+}
+
+CASES = [
+    (["rules", "check", "dup.json", "--data", "data.jsonl", "--no-images"], "rule #1 (r1): the id of rule #0 again"),
+    (["rules", "import", "dup.json", "--memory", "mem"], "rule ids must be unique"),
+    (["rules", "check", "latin1.json", "--data", "data.jsonl", "--no-images"], "latin1.json: not UTF-8 text"),
+    (["rules", "check", "deep.json", "--data", "data.jsonl", "--no-images"], "deep.json: nested too deeply"),
+    (["rules", "check", "unknown-label.json", "--data", "data.jsonl", "--no-images"],
+     "label 'no_such_label' is not in task 'intent''s label space (2 labels: age_limit, activate)"),
+    (["rules", "check", "dup.json", "--data", "data.jsonl", "--min-precision", "5"],
+     "--min-precision: Input should be less than or equal to 1"),
+    (["rules", "search", " ", "--memory", "mem"], "TEXT is empty"),
+    (["rules", "search", "x", "-k", "0", "--memory", "mem"], "Input should be greater than or equal to 1"),
+    (["rules", "explain", "UNKNOWN_ID", "--data", "data.jsonl", "--memory", "mem"], "no sample 'UNKNOWN_ID'"),
+    (["rules", "list", "--memory", "a-file"], "a-file: is a file; the rule memory is a folder"),
+    (["data", "split", "data.jsonl", "--search", "-1"], "--search: Input should be greater than or equal to 0"),
+    (["data", "split", "data.jsonl", "--k-shot", "0"], "--k-shot: Input should be greater than or equal to 1"),
+    (["serve", "--decider", "x", "--read-timeout", "0"], "--read-timeout: Input should be greater than 0"),
+]
+
+
+@pytest.mark.parametrize(("args", "message"), CASES, ids=[" ".join(a[:2]) + f" {i}" for i, (a, _) in
+                                                             enumerate(CASES)])
+def test_bad_input_is_one_error_with_exit_code_2(tmp_path, monkeypatch, args, message):
+    monkeypatch.chdir(tmp_path)
+    for name, content in FILES.items():
+        Path(name).write_bytes(content)
+    got = CliRunner().invoke(app, args)
+    assert got.exit_code == 2, got.output
+    assert "Traceback" not in got.output and "errors.pydantic.dev" not in got.output
+    assert message in " ".join(got.output.replace("│", " ").split()), got.output
+    if got.output.startswith("error: "):
+        assert len(got.output.strip().splitlines()) == 1, got.output
+    assert not Path("split.json").exists() and not Path("runs").exists()  # nothing written
