@@ -104,7 +104,11 @@ class FeatureCache:
         # A connection must not cross a fork: reopen in a child process.
         if self._conn is not None and self._pid == os.getpid():
             return self._conn
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise FeatureError(f"{self.path.parent}: cannot create the feature cache's folder ({e.strerror}); "
+                               "KDSL_HOME must be a folder kdsl can write in") from e
         try:
             conn = sqlite3.connect(self.path, timeout=_BUSY_TIMEOUT_MS / 1000, check_same_thread=False)
             conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
@@ -113,11 +117,23 @@ class FeatureCache:
             with conn:
                 conn.execute(_SCHEMA)
         except sqlite3.DatabaseError as e:
-            raise FeatureError(
-                f"{self.path}: cannot open feature cache ({e}); delete it to start afresh"
-            ) from e
+            raise FeatureError(self._open_problem(e)) from e
         self._conn, self._pid = conn, os.getpid()
         return conn
+
+    def _open_problem(self, e: sqlite3.DatabaseError) -> str:
+        """Why the cache did not open, and what to do: permissions and a full disk leave the cache intact (it holds
+        every OCR result: never advise deleting it for those); only a damaged file is set aside."""
+        reason = str(e)
+        locked = [p for p in (self.path, self.path.parent) if p.exists() and not os.access(p, os.W_OK)]
+        if locked or any(w in reason for w in ("readonly", "read-only", "unable to open", "permission")):
+            where = locked[0] if locked else self.path.parent
+            return (f"{self.path}: cannot open the feature cache ({reason}): no permission to write {where}; make it "
+                    "writable or set KDSL_HOME to a folder kdsl can write in (the cache itself is intact)")
+        if "full" in reason:
+            return f"{self.path}: cannot open the feature cache ({reason}): free disk space and run again"
+        return (f"{self.path}: cannot open the feature cache ({reason}); if the file is damaged, move it aside (it "
+                "holds the cached OCR results) and run again")
 
     def get(self, tool: str, version: str, key: str, default: Any = None) -> Any:
         """The stored value, or `default` (counted as a miss)."""

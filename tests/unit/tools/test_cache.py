@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import multiprocessing as mp
+import os
+import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -59,8 +63,41 @@ def test_rejects_values_it_cannot_store(tmp_path):
 def test_corrupt_cache_file_is_named(tmp_path):
     bad = tmp_path / "f.sqlite"
     bad.write_bytes(b"this is not a database" * 100)
-    with pytest.raises(FeatureError, match="f.sqlite"):
+    with pytest.raises(FeatureError, match="f.sqlite") as info:
         FeatureCache(bad)
+    assert "move it aside" in str(info.value) and "delete" not in str(info.value)
+
+
+def test_a_cache_under_a_file_names_the_folder(tmp_path):
+    (tmp_path / "home").write_text("a file, not a folder")
+    with pytest.raises(FeatureError, match="home/cache: cannot create the feature cache's folder \\(Not a directory"):
+        FeatureCache(tmp_path / "home" / "cache" / "f.sqlite")
+
+
+# Root ignores file permissions; without CAP_DAC_OVERRIDE (setpriv drops it) it meets them as a user does.
+NO_OVERRIDE = (["setpriv", "--bounding-set", "-dac_override,-dac_read_search,-fowner", "--inh-caps=-all"]
+               if os.geteuid() == 0 else [])
+
+
+@pytest.mark.skipif(bool(NO_OVERRIDE) and not shutil.which("setpriv"), reason="root without setpriv")
+def test_a_read_only_cache_is_blamed_on_permissions_never_on_the_file(tmp_path):
+    path = tmp_path / "cache" / "f.sqlite"
+    cache = FeatureCache(path)
+    cache.put("ocr", "1", "k", {"text": "kept"})
+    cache.close()
+    for p in (path, path.parent):
+        p.chmod(0o555 if p.is_dir() else 0o444)
+    try:
+        code = ("from kdsl.tools.cache import FeatureCache\n"
+                f"FeatureCache({str(path)!r})")
+        got = subprocess.run([*NO_OVERRIDE, sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    finally:
+        path.parent.chmod(0o755)
+        path.chmod(0o644)
+    assert got.returncode != 0
+    assert "no permission to write" in got.stderr and "the cache itself is intact" in got.stderr, got.stderr
+    assert "delete" not in got.stderr and "move it aside" not in got.stderr
+    assert FeatureCache(path).get("ocr", "1", "k") == {"text": "kept"}
 
 
 def _writer(path: str, worker: int, n: int) -> None:
