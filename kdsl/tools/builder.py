@@ -132,7 +132,8 @@ class FeatureBuilder:
                     if not self.skip_errors:
                         more = f" (and {len(sample_ids) - 1} more)" if len(sample_ids) > 1 else ""
                         raise FeatureError(
-                            f"sample {sample_ids[0]!r}{more}: {e}; pass skip_errors=True to go on"
+                            f"sample {sample_ids[0]!r}{more}: {e}; to go on with its image features left empty: "
+                            "`kdsl features build --skip-errors` (skip_errors=True in Python)"
                         ) from e
                     failures.append(ImageFailure(path=path, sample_ids=tuple(sample_ids), reason=str(e)))
                 bar.update(

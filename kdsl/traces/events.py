@@ -58,8 +58,14 @@ class TraceLog:
         self.path.parent.mkdir(parents=True, exist_ok=True)
 
     def append(self, event: TraceEvent) -> None:
-        line = event.model_dump_json() + "\n"
-        with self.path.open("a", encoding="utf-8") as f:
+        line = (event.model_dump_json() + "\n").encode("utf-8")
+        with self.path.open("ab+") as f:
+            # A line cut by a crash (no newline at the end) stays a damaged line of its own, never glued to this one.
+            end = f.seek(0, os.SEEK_END)
+            if end:
+                f.seek(end - 1)
+                if f.read(1) != b"\n":
+                    line = b"\n" + line
             f.write(line)
             f.flush()
             os.fsync(f.fileno())

@@ -89,7 +89,7 @@ def test_bad_image_raises_or_is_skipped_without_losing_work(samples, tmp_path):
     cache = FeatureCache(tmp_path / "f.sqlite")
 
     ocr = OcrTool(cache)
-    with pytest.raises(FeatureError, match=r"broken-1.*corrupt-upload\.jpg"):
+    with pytest.raises(FeatureError, match=r"broken-1.*corrupt-upload\.jpg.*`kdsl features build --skip-errors`"):
         build_features([good, broken], ocr=ocr, labeler=None, progress=False)
     assert ocr.calls == 1  # the good image ran before the bad one ...
 
