@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -13,6 +14,7 @@ from rich.table import Table
 
 from kdsl.cli._edge import console, friendly_errors
 from kdsl.config import Settings
+from kdsl.errors import KdslError
 
 SHOWN_RULES = 15  # the best-supported accepted rules printed per task; the report has them all
 
@@ -166,7 +168,13 @@ def discover(
         review_fn = _review if review else None
         if resume is not None:
             live.update(f"resuming session {resume} ...")
-            outcome = resume_session(resume, settings, on_iteration=show, review_fn=review_fn)
+            try:
+                outcome = resume_session(resume, settings, on_iteration=show, review_fn=review_fn)
+            except (sqlite3.DatabaseError, json.JSONDecodeError) as e:
+                # A damaged checkpoint or progress file: say which session, keep every file as it is.
+                raise KdslError(f"session {resume}: a file of the session under {settings.sessions_dir} cannot be "
+                                f"read ({type(e).__name__}: {e}), so it cannot resume; its files are left as they "
+                                "are (start a new session with `kdsl discover --data ...`)") from e
         else:
             if data is None:
                 raise typer.BadParameter("--data is needed (or --resume ID)")
