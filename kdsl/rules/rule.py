@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from kdsl._internal._atomic import write_text_atomic
 from kdsl.errors import RuleSyntaxError
 from kdsl.rules.analysis import RuleStats
-from kdsl.rules.condition import MAX_DEPTH, Condition, depth
+from kdsl.rules.condition import MAX_DEPTH, Condition, depth, n_terms
 
 RuleStatus = Literal["candidate", "accepted", "retired"]
 
@@ -56,6 +56,11 @@ class Rule(BaseModel):
     def confidence(self) -> float:
         """What the rule set ranks firing rules by: the Wilson lower bound of precision, 0 without stats."""
         return self.stats.precision_lower if self.stats else 0.0
+
+
+# What one rules file may hold: every term is matched against every sample, so the file's size bounds the work.
+MAX_FILE_RULES = 5_000
+MAX_FILE_TERMS = 20_000
 
 
 class RuleSet(BaseModel):
@@ -109,7 +114,13 @@ class RuleSet(BaseModel):
         items = raw.get("rules") if isinstance(raw, dict) else raw
         if not isinstance(items, list):
             raise RuleSyntaxError(f"{path}: expected a list of rules or {{\"rules\": [...]}}")
+        if len(items) > MAX_FILE_RULES:
+            raise RuleSyntaxError(f"{path}: {len(items)} rules; a rules file holds at most {MAX_FILE_RULES}")
         rules = tuple(parse_rule(item, where=f"{path}: rule #{i}") for i, item in enumerate(items))
+        terms = sum(n_terms(r.when) for r in rules)
+        if terms > MAX_FILE_TERMS:
+            raise RuleSyntaxError(f"{path}: {terms} terms in all; a rules file holds at most {MAX_FILE_TERMS} (each "
+                                  "term is matched against every sample)")
         seen: dict[str, int] = {}
         for i, r in enumerate(rules):
             if r.id in seen:

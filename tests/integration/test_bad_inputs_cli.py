@@ -35,6 +35,8 @@ FILES: dict[str, bytes] = {
     "deep.json": nested(5000).encode(),
     "unknown-label.json": json.dumps({"rules": [rule("r1"), rule("r2", "no_such_label")]}).encode(),
     "a-file": b"not a folder",
+    "huge.json": json.dumps({"rules": [rule(f"r{i}", when={"field": "user_text", "any_of": [
+        f"t{i}-{j}" for j in range(32)]}) for i in range(700)]}).encode(),
 }
 
 CASES = [
@@ -42,6 +44,8 @@ CASES = [
     (["rules", "import", "dup.json", "--memory", "mem"], "rule ids must be unique"),
     (["rules", "check", "latin1.json", "--data", "data.jsonl", "--no-images"], "latin1.json: not UTF-8 text"),
     (["rules", "check", "deep.json", "--data", "data.jsonl", "--no-images"], "deep.json: nested too deeply"),
+    (["rules", "check", "huge.json", "--data", "data.jsonl", "--no-images"],
+     "huge.json: 22400 terms in all; a rules file holds at most 20000"),
     (["rules", "check", "unknown-label.json", "--data", "data.jsonl", "--no-images"],
      "label 'no_such_label' is not in task 'intent''s label space (2 labels: age_limit, activate)"),
     (["rules", "check", "dup.json", "--data", "data.jsonl", "--min-precision", "5"],
