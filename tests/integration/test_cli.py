@@ -69,8 +69,8 @@ def _fires(cond: dict, fields: dict[str, str]) -> bool:
 
 @pytest.mark.slow
 def test_features_twice_then_rules_check_on_real_screenshots(mdsirc, tmp_path):
-    # a stratified slice of the image-scene task: 2 screenshots per class (about 46 images of OCR)
-    ids = k_shot(mdsirc.for_task("image_scene"), 2, seed=0)
+    # a stratified slice of the image-scene task: 1 screenshot per class (23 images of OCR)
+    ids = k_shot(mdsirc.for_task("image_scene"), 1, seed=0)
     data = save_jsonl(mdsirc.subset(ids), tmp_path / "slice.jsonl")
     table = tmp_path / "features.jsonl"
 
@@ -99,7 +99,7 @@ def test_features_twice_then_rules_check_on_real_screenshots(mdsirc, tmp_path):
         assert (s["n"], s["support"], s["correct"], s["overlaps"], s["conflicts"]) == (
             len(ids), support, correct, overlaps, conflicts), rule["label"]
         assert s["recall"] == pytest.approx(correct / sum(g == rule["label"] for g in gold.values()))
-    assert sum(r["stats"]["correct"] for r in verdict["rules"]) >= 6  # the on-screen text rules do find their pages
+    assert sum(r["stats"]["correct"] for r in verdict["rules"]) >= 4  # the on-screen text rules do find their pages
 
 
 def test_inspect_skip_invalid_counts_by_reason(mdsirc_path, tmp_path):

@@ -17,7 +17,8 @@ def test_session_with_the_smollm2_author(mdsirc_path, tmp_path):
     settings = Settings(home=tmp_path)
     pull("smollm2-135m-instruct", settings, progress=False)
     config = SessionConfig(data=mdsirc_path, task="dialogue_intent", author="llama_cpp:smollm2-135m-instruct",
-                           iterations=2, k=2, author_max_tokens=400, images=False, seed=0, decider="majority")
+                           iterations=1, k=2, author_max_tokens=400, images=False, seed=0, decider="majority",
+                           folds=3)  # one fold searches; the nested estimate adds two inner searches
     outcome = run_session(config, settings)
 
     folder = outcome.session_dir
