@@ -81,6 +81,9 @@ class Run:
         self.session_seconds: list[float] = []
         self.accepted: list[int] = []
         self.fragments: list[str] = []  # accepted terms that are pieces of longer words
+        # Per task: decisions the rules changed, right (fixed) or wrong (broken), estimated by cross-fitting on
+        # the training part and realized on the test.
+        self.gains: dict[str, dict[str, dict[str, int]]] = {}
 
     def add(self, session_dir: Path, settings: Settings, dataset, features, embedder, seconds: float) -> None:
         head = json.loads((session_dir / "config.json").read_text(encoding="utf-8"))
@@ -113,6 +116,16 @@ class Run:
                 t["correct"]["est"] += est["accuracy_where_fired"] * est["coverage"] * est["n"]
                 t["n"]["est"] += est["n"]
             t["fired"]["real"] += fired
+            arb = json.loads((folder / "arbiter.json").read_text(encoding="utf-8")).get("estimated") or {}
+            gain = self.gains.setdefault(task, {"est": {"fixed": 0, "broken": 0, "n": 0},
+                                                "real": {"fixed": 0, "broken": 0, "n": 0}})
+            gain["est"]["fixed"] += arb.get("fixed", 0)
+            gain["est"]["broken"] += arb.get("broken", 0)
+            gain["est"]["n"] += len(split.search)
+            for g, tog, dec in zip(saved["gold"], saved["together"], saved["decider"], strict=True):
+                gain["real"]["fixed"] += tog != dec and tog == g
+                gain["real"]["broken"] += tog != dec and dec == g
+            gain["real"]["n"] += len(saved["gold"])
             t["correct"]["real"] += round(r["accuracy_where_fired"] * fired)
             t["n"]["real"] += r["n"]
 
@@ -147,6 +160,14 @@ class Run:
                                        "estimated_coverage": est_c, "realized_coverage": real_c}
                 print(f"  rules: precision where fired estimated {est_p:.3f} / realized {real_p:.3f}; coverage "
                       f"estimated {est_c:.3f} / realized {real_c:.3f}")
+                g = self.gains.get(scope)
+                if g:
+                    out.setdefault("changed", {})[scope] = g
+                    print("  decisions the rules changed, fixed / broken per 100 samples: estimated "
+                          f"{100 * g['est']['fixed'] / max(g['est']['n'], 1):.2f} / "
+                          f"{100 * g['est']['broken'] / max(g['est']['n'], 1):.2f}, realized "
+                          f"{100 * g['real']['fixed'] / max(g['real']['n'], 1):.2f} / "
+                          f"{100 * g['real']['broken'] / max(g['real']['n'], 1):.2f}")
         out["fragment_terms"] = self.fragments
         print(f"accepted terms that are fragments of a longer word: {len(self.fragments)}"
               f"{' (' + ', '.join(self.fragments[:10]) + ')' if self.fragments else ''}")

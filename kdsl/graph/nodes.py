@@ -59,7 +59,7 @@ from kdsl.search import (
     build_error_report,
     rule_key,
 )
-from kdsl.search.terms import label_terms
+from kdsl.search.terms import label_name_rules, label_terms
 from kdsl.tools.features import FeatureTable
 from kdsl.traces import TraceEvent, TraceLog, digest
 from kdsl.traces.events import truncate
@@ -315,8 +315,13 @@ class SessionNodes:
         return ("user_text", "image_text", "image_title") if self.config.images else ("user_text",)
 
     def _mine(self, state: SessionState, part: _Part) -> list[Rule]:
-        return label_terms({f: part.engine.texts(f) for f in self._fields()}, part.gold, state["task"],
-                           per_label=10, min_support=2, min_lower=0.3)
+        """The model-free candidates: each label's most specific terms on these samples, and the terms of the
+        labels' own names (the same in every fold: they come from no sample)."""
+        names = read_json(Path(state["gold_path"]))["labels"]
+        rules = [*label_terms({f: part.engine.texts(f) for f in self._fields()}, part.gold, state["task"],
+                              per_label=10, min_support=2, min_lower=0.3),
+                 *label_name_rules(names, state["task"], self._fields())]
+        return list({r.id: r for r in rules}.values())  # a name's term the samples single out too: once
 
     def _inner_candidates(self, state: SessionState, k: int, j: int, n_folds: int) -> list[Rule]:
         """The candidates a session would find without folds k and j (a search and the mined terms, on the other
@@ -631,8 +636,19 @@ class SessionNodes:
         bars = Verdict.model_validate_json(Path(state["verdict_path"]).read_text(encoding="utf-8")).config
         on_sample = self._nested(state, bars)
         arbiter = Arbiter(ArbiterConfig(policy="stacked"))
-        weights = arbiter.fit(self._distributions(state, "search", part.ids), on_sample, part.gold)
-        write_json(folder / ARBITER, {"policy": "stacked", "weights": weights})
+        dists = self._distributions(state, "search", part.ids)
+        weights = arbiter.fit(dists, on_sample, part.gold)
+        # What the rules are expected to add, on the same cross-fitted data (the weight is one number per task
+        # chosen over a short grid, so reusing these samples for the estimate flatters it little).
+        together = [d.label for d in arbiter.decide_all(dists, on_sample)]
+        alone = [d.best for d in dists]
+        boot = paired_bootstrap(part.gold, together, alone, seed=self.config.seed)
+        estimated = {"decider": score(part.gold, alone).weighted_f1, "together": score(part.gold, together).weighted_f1,
+                     "delta": boot.delta, "delta_low": boot.low, "delta_high": boot.high,
+                     "changed": sum(a != b for a, b in zip(together, alone, strict=True)),
+                     "fixed": sum(a != b and a == g for a, b, g in zip(together, alone, part.gold, strict=True)),
+                     "broken": sum(a != b and b == g for a, b, g in zip(together, alone, part.gold, strict=True))}
+        write_json(folder / ARBITER, {"policy": "stacked", "weights": weights, "estimated": estimated})
         if (folder / DECIDER_DIR).is_dir():  # the session is a deployable model: serve / predict / eval --session
             from kdsl.agents.collaboration import ArbiterState, Collaboration
 
@@ -641,7 +657,7 @@ class SessionNodes:
                 "together:rules_first": ArbiterState(config=ArbiterConfig(policy="rules_first")),
                 "together:decider_first": ArbiterState(config=ArbiterConfig(policy="decider_first")),
             }).save(folder / DECIDER_DIR)
-        return {"arbiter_weights": weights}
+        return {"arbiter_weights": weights, "arbiter_estimate": estimated}
 
     def evaluate(self, state: SessionState) -> dict:
         """On the sealed test split: the accepted rules alone, the decider alone, and the two together under the
@@ -717,7 +733,8 @@ class SessionNodes:
             "verify": {"rules": len(verdict.rules), "accepted": len(accepted), "split": verdict.split,
                        "min_precision": self.config.min_precision},
             "decider": {"name": self._decider_name(state), "cv_accuracy": state.get("decider_cv_accuracy"),
-                        "seconds": state.get("decider_seconds"), "arbiter_weights": state.get("arbiter_weights")},
+                        "seconds": state.get("decider_seconds"), "arbiter_weights": state.get("arbiter_weights"),
+                        "estimated_gain": state.get("arbiter_estimate")},
             "accepted_rules": accepted,
             "committed": state.get("committed", []),
             "test": read_json(folder / EVALUATION),

@@ -92,6 +92,12 @@ class SessionConfig(BaseModel):
         """The column names to pass to `load_dataset`."""
         return {"text_column": self.text_column, "label_column": self.label_column}
 
+    @field_validator("data", "split")
+    @classmethod
+    def _absolute(cls, v: Path | None) -> Path | None:
+        # config.json must name the same files when the session is resumed or evaluated from another folder.
+        return None if v is None else v.expanduser().resolve()
+
     @field_validator("author")
     @classmethod
     def _author(cls, v: str) -> str:

@@ -34,6 +34,7 @@ class SessionState(TypedDict, total=False):
     reviewed: bool
     committed: list[str]
     arbiter_weights: dict[str, float]
+    arbiter_estimate: dict[str, float]
     # evaluate / report
     test_scores: dict[str, float]
     report_path: str

@@ -107,3 +107,32 @@ def label_terms(texts: dict[str, list[str]], gold: list[str], task: str, *, per_
                                   statement=f"'{term}' in {field} means {label}",
                                   origin=Provenance(author="label-terms")))
     return rules
+
+
+def name_terms(labels: list[str]) -> dict[str, list[str]]:
+    """Label -> the terms of its name that no other label's name holds (`card_arrival` -> card, arrival,
+    card arrival; 物流页面-物流异常页面 -> 异常, 物流异常, ...). A term two names share cannot tell them apart."""
+    from kdsl.rules.normalize import normalize
+
+    def terms(label: str) -> set[str]:
+        return set(candidate_terms(normalize(re.sub(r"[\W_]+", " ", label))))
+
+    of = {label: terms(label) for label in labels}
+    out: dict[str, list[str]] = {}
+    for label in labels:
+        others = set().union(*(of[x] for x in labels if x != label))
+        out[label] = sorted(t for t in of[label] if t not in others)
+    return out
+
+
+def label_name_rules(labels: list[str], task: str, fields: tuple[str, ...]) -> list:
+    """One-term rules from the labels' own names: the user's words for each intent, knowledge that does not come
+    from the few labeled samples (so choosing among them spends none of their evidence). The verifier keeps those
+    the data bears out."""
+    from kdsl.rules.condition import AnyOf
+    from kdsl.rules.rule import Provenance, Rule
+
+    return [Rule(label=label, task=task, when=AnyOf(field=field, any_of=(term,)),  # type: ignore[arg-type]
+                 statement=f"'{term}' (from the label's name) in {field} means {label}",
+                 origin=Provenance(author="label-names"))
+            for label, terms in name_terms(labels).items() for term in terms for field in fields]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from kdsl.rules.normalize import normalize
-from kdsl.search.terms import candidate_terms, label_terms
+from kdsl.search.terms import candidate_terms, label_name_rules, label_terms, name_terms
 
 
 def test_english_terms_are_words_and_phrases_never_fragments_or_stopwords():
@@ -38,3 +38,21 @@ def test_label_terms_rank_each_labels_most_specific_terms():
     assert "cancel" in by_label["cancel_transfer"]
     assert "transfer" not in by_label.get("cancel_transfer", [])  # shared with another label: not specific
     assert "failed_transfer" not in by_label  # one sample: below the support asked for
+
+
+def test_name_terms_keep_only_what_tells_a_label_from_the_others():
+    terms = name_terms(["card_arrival", "card_linking", "exchange_rate", "card_payment_wrong_exchange_rate",
+                        "物流页面-物流异常页面", "物流页面-物流跟踪页面", "退款页面"])
+    assert {"arrival", "card arrival"} <= set(terms["card_arrival"])
+    assert "card" not in terms["card_arrival"]  # three names hold it
+    assert terms["exchange_rate"] == []  # every term of it is in card_payment_wrong_exchange_rate too
+    assert {"异常", "物流异常"} <= set(terms["物流页面-物流异常页面"])
+    assert not {"物流", "页面"} & set(terms["物流页面-物流异常页面"])
+    assert {"退款"} <= set(terms["退款页面"])
+
+
+def test_label_name_rules_are_one_term_rules_per_field():
+    rules = label_name_rules(["card_arrival", "card_linking"], "intent", ("user_text", "image_text"))
+    assert {(r.label, r.when.field, r.when.any_of) for r in rules} >= {
+        ("card_arrival", "user_text", ("arrival",)), ("card_linking", "image_text", ("linking",))}
+    assert all(r.origin.author == "label-names" and len(r.when.any_of) == 1 for r in rules)
