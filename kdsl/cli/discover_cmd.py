@@ -89,6 +89,18 @@ def _print_task(report: dict[str, Any]) -> None:
         b = test["baseline"]["together_minus_baseline"]
         console.print(f"weighted F1, together - {test['baseline']['name']}: {b['delta']:+.4f} (paired 95% CI "
                       f"{b['low']:+.4f} .. {b['high']:+.4f})", highlight=False)
+    oos = test.get("out_of_scope")
+    if oos:
+        for name, key in ((f"{test['fallback_name']} alone", "fallback"), ("together", "rules_with_fallback")):
+            o = oos[key]
+            console.print(f"{name}: in-scope accuracy {o['in_scope_accuracy']:.3f} ({o['n_in_scope']} samples), "
+                          f"out-of-scope ({oos['label']}) recall {o['out_of_scope_recall']:.3f} "
+                          f"({o['n_out_of_scope']} samples)", highlight=False)
+    gain = (report.get("decider") or {}).get("estimated_gain")
+    if gain:
+        console.print(f"what the rules were expected to add (cross-fitted on the training part): weighted F1 "
+                      f"{gain['delta']:+.4f}, {gain['fixed']} decisions fixed, {gain['broken']} broken",
+                      highlight=False)
 
 
 def _config(**fields: Any) -> Any:
@@ -101,7 +113,8 @@ def _config(**fields: Any) -> Any:
         return SessionConfig(**fields)
     except ValidationError as e:
         first = e.errors()[0]
-        option = "--" + str(first["loc"][0]).replace("_", "-") if first["loc"] else "an option"
+        field = str(first["loc"][0]) if first["loc"] else ""
+        option = "--" + {"test_data": "test"}.get(field, field).replace("_", "-") if field else "an option"
         raise typer.BadParameter(f"{option}: {first['msg']}") from None
 
 
@@ -141,6 +154,12 @@ def discover(
     split: Annotated[Path | None, typer.Option(help="A split file (`kdsl data split`) instead of drawing one: its "
                                                     "search and verify parts are searched, its test is sealed.")]
     = None,
+    test: Annotated[Path | None, typer.Option("--test", help="A separate labeled test file, sealed and read once "
+                                              "at the end; then all of --data is searched (with --k-shot: K per "
+                                              "label).")] = None,
+    oos_label: Annotated[str | None, typer.Option(help="The out-of-scope label, scored apart: in-scope accuracy "
+                                                  "and out-of-scope recall (default: a label named oos or "
+                                                  "out_of_scope, if any).")] = None,
     text_column: Annotated[str | None, typer.Option(help="A CSV's text column (default: text, sentence, "
                                                     "utterance, query, ... recognised).")] = None,
     label_column: Annotated[str | None, typer.Option(help="A CSV's label column (default: label, intent, "
@@ -156,6 +175,7 @@ def discover(
 
     Example: kdsl discover --data ../shared/data/www2025-mdsirc            (every task, defaults)
              kdsl discover --data ../shared/data/www2025-mdsirc --task dialogue_intent --iterations 600
+             kdsl discover --data train.csv --test test.csv --k-shot 10   (your own files)
     """
     from kdsl.graph import resume_session, run_session
 
@@ -184,6 +204,7 @@ def discover(
                                    min_precision_lower=min_precision_lower, min_precision=min_precision,
                                    decider=decider, folds=folds, text_column=text_column,
                                    label_column=label_column, k_shot=k_shot, split=split,
+                                   test_data=test, oos_label=oos_label,
                                    target_precision=target_precision or None)
             live.update("preparing (load, split, featurize, fit the decider) ...")
             outcome = run_session(config, settings, on_iteration=show, review_fn=review_fn)

@@ -54,6 +54,12 @@ def _eval_session(session: str, test: Path | None, as_json: bool) -> None:
         if est and est.get("estimated") is not None:
             console.print(f"{task}: rules' precision where they fire, estimated {est['estimated']:.3f} "
                           f"(cross-fitted) vs realized {est['realized']:.3f}", highlight=False)
+        oos = t.get("out_of_scope")
+        for mode in MODES if oos else ():
+            o = oos[mode]
+            console.print(f"{task}, {mode}: in-scope accuracy {o['in_scope_accuracy']:.3f} ({o['n_in_scope']}), "
+                          f"out-of-scope ({oos['label']}) recall {o['out_of_scope_recall']:.3f} "
+                          f"({o['n_out_of_scope']})", highlight=False)
 
 
 @app.command("eval")

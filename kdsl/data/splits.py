@@ -152,3 +152,26 @@ def k_shot(dataset: Dataset, k: int, *, ids: list[str] | tuple[str, ...] | None 
         chosen += [group[i] for i in sorted(rng.permutation(len(group))[:k])]
     return chosen
 
+
+
+def with_test_file(train: Dataset, test: Dataset) -> tuple[Dataset, tuple[str, ...]]:
+    """One dataset of a training file and a separate test file, and the test samples' ids. The training data's
+    label spaces hold: a test task or label it does not have is refused (nothing could have learned it). A test
+    id that a training sample already has is renamed `test:<id>`, so the two never mix."""
+    samples, test_ids = list(train.samples), []
+    taken = {s.id for s in train.samples}
+    for s in test.samples:
+        if s.task not in train.label_spaces:
+            raise DataError(f"task {s.task!r} is not in the training data ({train.source or train.name}); "
+                            f"its tasks: {', '.join(train.tasks)}", path=test.source, sample_id=s.id)
+        if s.label is not None and s.label not in train.label_spaces[s.task]:
+            raise DataError(f"label {s.label!r} is not in the training data's label space of task {s.task!r}",
+                            path=test.source, sample_id=s.id)
+        if s.id in taken:
+            s = s.model_copy(update={"id": f"test:{s.id}"})
+        taken.add(s.id)
+        samples.append(s)
+        test_ids.append(s.id)
+    merged = Dataset(name=f"{train.name}+{test.name}", samples=tuple(samples), label_spaces=train.label_spaces,
+                     source=train.source)
+    return merged, tuple(test_ids)

@@ -20,7 +20,7 @@ from kdsl.agents.baseline import char_tfidf_lr
 from kdsl.agents.decider import LabelDistribution
 from kdsl.agents.verifier import RuleVerdict, TaskVerdict, Verdict, Verifier, VerifierConfig
 from kdsl.config import Settings
-from kdsl.data import SplitConfig, load_dataset, split_dataset, stratified_folds
+from kdsl.data import SplitConfig, k_shot, load_dataset, split_dataset, stratified_folds, with_test_file
 from kdsl.data.splits import Split
 from kdsl.graph.layout import (
     ARBITER,
@@ -47,7 +47,7 @@ from kdsl.graph.layout import (
     write_json,
 )
 from kdsl.graph.state import SessionState
-from kdsl.rules import Rule, RuleEngine, RuleSet, atoms, paired_bootstrap, score
+from kdsl.rules import Rule, RuleEngine, RuleSet, atoms, find_oos_label, out_of_scope_scores, paired_bootstrap, score
 from kdsl.rules.analysis import RuleAnalysis
 from kdsl.search import (
     STRATEGIES,
@@ -243,15 +243,27 @@ class SessionNodes:
     def prepare(self, state: SessionState) -> dict:
         """Load the task's data, split it (search / verify / test) and featurize it, into the session folder."""
         cfg, folder = self.config, Path(state["session_dir"])
-        dataset = load_dataset(cfg.data, **cfg.columns).for_task(cfg.task)
-        if cfg.split is not None:
+        dataset = load_dataset(cfg.data, **cfg.columns)
+        if cfg.test_data is not None:
+            # A separate test file: all of the data is searched (up to k per label with k_shot), the file sealed.
+            dataset, test_ids = with_test_file(dataset, load_dataset(cfg.test_data, **cfg.columns))
+            dataset = dataset.for_task(cfg.task)
+            in_task, sealed = {s.id for s in dataset.samples}, set(test_ids)
+            train_ids = [s.id for s in dataset.samples if s.id not in sealed]
+            search = k_shot(dataset, cfg.k_shot, ids=train_ids, seed=cfg.seed) if cfg.k_shot else train_ids
+            split = Split(dataset=dataset.name, fingerprint=dataset.fingerprint(),
+                          config=SplitConfig(search=1.0, verify=0.0, test=0.0, seed=cfg.seed, k_shot=cfg.k_shot),
+                          search=tuple(search), verify=(), test=tuple(i for i in test_ids if i in in_task))
+        elif cfg.split is not None:
             given = Split.load(cfg.split)
-            given.check(load_dataset(cfg.data, **cfg.columns))
+            given.check(dataset)
+            dataset = dataset.for_task(cfg.task)
             ids = {s.id for s in dataset.samples}
             # A verify part of a given split is searched too: cross-fitting verifies (see `verify`).
             split = given.model_copy(update={"search": tuple(i for i in (*given.search, *given.verify) if i in ids),
                                              "verify": (), "test": tuple(i for i in given.test if i in ids)})
         else:
+            dataset = dataset.for_task(cfg.task)
             # No verify part: rules are verified by cross-fitting over the search part (see `verify`).
             split = split_dataset(dataset, SplitConfig(search=1 - cfg.test, verify=0.0, test=cfg.test,
                                                        seed=cfg.seed, k_shot=cfg.k_shot))
@@ -701,6 +713,13 @@ class SessionNodes:
                                     "realized": rules_scores.accuracy_where_fired,
                                     "realized_coverage": rules_scores.coverage},
                       "per_rule": per_rule}
+        names = read_json(Path(state["gold_path"]))["labels"]
+        oos = find_oos_label(names, cfg.oos_label if cfg.oos_label in names else None)
+        if oos is not None:  # out-of-scope data: how the in-scope samples fare, how many out-of-scope are caught
+            evaluation["out_of_scope"] = {
+                "label": oos, **{name: out_of_scope_scores(part.gold, pred, oos).model_dump()
+                                 for name, pred in (("fallback", base), ("rules", rule_pred),
+                                                    ("rules_with_fallback", together), ("baseline", baseline))}}
         write_json(folder / EVALUATION, evaluation)
         write_json(folder / TEST_PREDICTIONS, {"ids": part.ids, "gold": part.gold, "rules": rule_pred,
                                                "decider": base, "together": together, "baseline": baseline,

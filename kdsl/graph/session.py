@@ -24,7 +24,7 @@ from typing import Any, Literal
 from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Command
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from kdsl import __version__
 from kdsl.agents.arbiter import ArbiterConfig
@@ -70,6 +70,11 @@ class SessionConfig(BaseModel):
                                "rest of the search share is left out; the test share stays whole).")
     split: Path | None = Field(None, description="A split file (`kdsl data split`, or your own train / test ids) "
                                "instead of drawing one: its search and verify parts are searched, its test is sealed.")
+    test_data: Path | None = Field(None, description="A separate labeled test file (same format and tasks as "
+                                   "`data`): sealed, read once at the end; all of `data` is searched (with "
+                                   "`k_shot`: up to k per label).")
+    oos_label: str | None = Field(None, min_length=1, description="The out-of-scope label, scored apart (in-scope "
+                                  "accuracy, out-of-scope recall); default: a label named oos or out_of_scope.")
     min_support: int = Field(3, ge=1, description="Verify: a rule must fire on at least this many samples.")
     min_precision_lower: float = Field(0.4, ge=0, le=1, description="Verify: least Wilson lower bound of precision "
                                        "(0.4: a rule right on 3 of 3 held-out samples counts).")
@@ -92,7 +97,13 @@ class SessionConfig(BaseModel):
         """The column names to pass to `load_dataset`."""
         return {"text_column": self.text_column, "label_column": self.label_column}
 
-    @field_validator("data", "split")
+    @model_validator(mode="after")
+    def _one_test(self) -> SessionConfig:
+        if self.split is not None and self.test_data is not None:
+            raise ValueError("give a split file or a test file, not both (a split file names its own test ids)")
+        return self
+
+    @field_validator("data", "split", "test_data")
     @classmethod
     def _absolute(cls, v: Path | None) -> Path | None:
         # config.json must name the same files when the session is resumed or evaluated from another folder.
@@ -188,10 +199,20 @@ def run_session(
         raise ConfigError(f"session {session_id} exists already; continue it with `kdsl discover --resume "
                           f"{session_id}`")
     # The data is read before the session folder exists: a bad path or task leaves no ghost session behind.
-    tasks = list(load_dataset(config.data, **config.columns).tasks)
+    train = load_dataset(config.data, **config.columns)
+    tasks = list(train.tasks)
     if config.task is not None and config.task not in tasks:
         raise ConfigError(f"{config.data}: no task {config.task!r}; its tasks: {', '.join(tasks)} (or leave out "
                           "--task to cover them all)")
+    scope = [config.task] if config.task is not None else tasks
+    if config.oos_label is not None and not any(config.oos_label in train.label_spaces[t] for t in scope):
+        labels = train.label_spaces[scope[0]]
+        raise ConfigError(f"{config.data}: --oos-label {config.oos_label!r} is not a label of task {scope[0]!r} "
+                          f"({', '.join(labels[:8])}{', ...' if len(labels) > 8 else ''})")
+    if config.test_data is not None:  # a test file that cannot be read or does not fit is refused up front too
+        from kdsl.data import with_test_file
+
+        with_test_file(train, load_dataset(config.test_data, **config.columns))
     folder.mkdir(parents=True, exist_ok=True)
     head: dict[str, Any] = {"session_id": session_id, "kdsl_version": __version__, "created": time.time(),
                             "config": config.model_dump(mode="json")}

@@ -13,7 +13,7 @@ import numpy as np
 from kdsl.config import Settings
 from kdsl.errors import ConfigError
 from kdsl.graph.layout import DECIDER_DIR, EVALUATION, read_json
-from kdsl.rules import score
+from kdsl.rules import find_oos_label, out_of_scope_scores, score
 
 MODES = ("decider", "rules", "together")
 METRICS = ("weighted_f1", "macro_f1", "accuracy", "coverage", "precision_where_fired")
@@ -22,6 +22,11 @@ METRICS = ("weighted_f1", "macro_f1", "accuracy", "coverage", "precision_where_f
 def _metrics(scores: dict[str, Any]) -> dict[str, float]:
     return {"weighted_f1": scores["weighted_f1"], "macro_f1": scores["macro_f1"], "accuracy": scores["accuracy"],
             "coverage": scores["coverage"], "precision_where_fired": scores["accuracy_where_fired"]}
+
+
+def _oos_metrics(scores: dict[str, Any]) -> dict[str, Any]:
+    return {k: scores[k] for k in ("n_in_scope", "n_out_of_scope", "in_scope_accuracy", "out_of_scope_recall",
+                                   "out_of_scope_precision")}
 
 
 def session_folders(session_id: str, settings: Settings) -> dict[str, Path]:
@@ -60,6 +65,11 @@ def evaluate_session(session_id: str, settings: Settings | None = None, *, test:
                            "together": _metrics(ev["rules_with_fallback"])}
             if ev.get("precision"):
                 tasks[task]["estimated_precision"] = ev["precision"]
+            if ev.get("out_of_scope"):
+                oos = ev["out_of_scope"]
+                tasks[task]["out_of_scope"] = {"label": oos["label"], **{
+                    m: _oos_metrics(oos[key]) for m, key in (("decider", "fallback"), ("rules", "rules"),
+                                                             ("together", "rules_with_fallback"))}}
         part = "sealed test split"
     else:
         tasks = _score_file(session_id, settings, test, progress)
@@ -77,6 +87,7 @@ def _score_file(session_id: str, settings: Settings, test: Path, progress: Calla
     if not folder.is_dir():
         raise ConfigError(f"session {session_id} has no decider to predict with (it ran with `--decider majority`)")
     data = load_dataset(test)
+    given = read_json(settings.sessions_dir / session_id / "config.json")["config"].get("oos_label")
     with Predictor.load(folder, settings, policy="stacked") as predictor:
         unknown = sorted(set(data.tasks) - set(predictor.tasks))
         if unknown:
@@ -92,4 +103,9 @@ def _score_file(session_id: str, settings: Settings, test: Path, progress: Calla
                  "rules": [d.fired_rules[0].label if d.fired_rules else None for _, d in rows],
                  "together": [d.label for _, d in rows]}
         tasks[task] = {"n": len(rows), **{m: _metrics(score(gold, p).model_dump()) for m, p in preds.items()}}
+        labels = data.label_spaces[task]
+        oos = find_oos_label(labels, given if given in labels else None)
+        if oos is not None:
+            tasks[task]["out_of_scope"] = {"label": oos, **{
+                m: _oos_metrics(out_of_scope_scores(gold, p, oos).model_dump()) for m, p in preds.items()}}
     return tasks

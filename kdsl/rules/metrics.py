@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 
 def _encode(gold: Sequence[str], *preds: Sequence[str | None]) -> tuple[np.ndarray, list[np.ndarray], int]:
@@ -132,3 +132,44 @@ def paired_bootstrap(
         low=float(np.quantile(deltas, alpha)), high=float(np.quantile(deltas, 1 - alpha)),
         confidence=confidence, n_resamples=n_resamples, p_a_not_better=float((deltas <= 0).mean()),
     )
+
+
+OOS_NAMES = frozenset({"oos", "out_of_scope", "out-of-scope", "outofscope", "out of scope"})
+
+
+def find_oos_label(labels: Sequence[str], given: str | None = None) -> str | None:
+    """The out-of-scope label of a label space: `given` (it must be one of the labels), else a label named oos /
+    out_of_scope (any case), else None."""
+    if given is not None:
+        if given not in labels:
+            raise ValueError(f"out-of-scope label {given!r} is not in the label space ({', '.join(labels[:8])}"
+                             f"{', ...' if len(labels) > 8 else ''})")
+        return given
+    return next((lab for lab in labels if lab.strip().lower() in OOS_NAMES), None)
+
+
+class OutOfScopeScores(BaseModel):
+    """Out-of-scope data scored apart: how the in-scope samples fare, and how many out-of-scope ones are caught."""
+
+    model_config = ConfigDict(frozen=True)
+
+    label: str
+    n_in_scope: int
+    n_out_of_scope: int
+    in_scope_accuracy: float = Field(description="Accuracy on the samples whose gold label is in scope.")
+    out_of_scope_recall: float = Field(description="Share of the out-of-scope samples predicted out of scope.")
+    out_of_scope_precision: float = Field(description="Share of out-of-scope predictions that are out of scope.")
+
+
+def out_of_scope_scores(gold: Sequence[str], pred: Sequence[str | None], label: str) -> OutOfScopeScores:
+    """In-scope accuracy and out-of-scope recall / precision (an abstention counts as wrong)."""
+    if len(gold) != len(pred):
+        raise ValueError(f"{len(gold)} gold labels but {len(pred)} predictions")
+    inside = [(g, p) for g, p in zip(gold, pred, strict=True) if g != label]
+    outside = [p for g, p in zip(gold, pred, strict=True) if g == label]
+    said_out = [g for g, p in zip(gold, pred, strict=True) if p == label]
+    return OutOfScopeScores(
+        label=label, n_in_scope=len(inside), n_out_of_scope=len(outside),
+        in_scope_accuracy=sum(g == p for g, p in inside) / len(inside) if inside else 0.0,
+        out_of_scope_recall=sum(p == label for p in outside) / len(outside) if outside else 0.0,
+        out_of_scope_precision=sum(g == label for g in said_out) / len(said_out) if said_out else 0.0)

@@ -4,7 +4,7 @@ from collections import Counter
 
 import pytest
 
-from kdsl.data import Split, SplitConfig, k_shot, split_dataset
+from kdsl.data import Dataset, Sample, Split, SplitConfig, Turn, k_shot, split_dataset, with_test_file
 from kdsl.errors import DataError
 
 
@@ -53,3 +53,19 @@ def test_split_with_k_shot_keeps_verify_and_test(mdsirc):
     assert set(few.search) < set(full.search)
     per = Counter((mdsirc.get(i).task, mdsirc.get(i).label) for i in few.search)
     assert max(per.values()) == 3
+
+
+def _data(name: str, rows: list[tuple[str, str]], labels: tuple[str, ...] = ("a", "b")) -> Dataset:
+    return Dataset(name=name, source=f"{name}.jsonl", label_spaces={"t": labels},
+                   samples=tuple(Sample(id=i, task="t", label=lab, turns=(Turn(role="user", text=i),))
+                                 for i, lab in rows))
+
+
+def test_a_test_file_joins_the_training_data_with_its_ids_kept_apart():
+    train = _data("train", [("1", "a"), ("2", "b")])
+    merged, test_ids = with_test_file(train, _data("test", [("2", "a"), ("3", "b")]))
+    assert test_ids == ("test:2", "3")  # a clashing id is renamed, never merged with the training sample
+    assert [s.id for s in merged.samples] == ["1", "2", "test:2", "3"]
+    assert merged.get("test:2").label == "a" and merged.get("2").label == "b"
+    with pytest.raises(DataError, match=r"test\.jsonl.*'9'.*label 'c' is not in the training data's label space"):
+        with_test_file(train, _data("test", [("9", "c")], labels=("a", "b", "c")))

@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, f1_score
 
-from kdsl.rules import paired_bootstrap, score, wilson_lower_bound, with_fallback
+from kdsl.rules import (
+    find_oos_label,
+    out_of_scope_scores,
+    paired_bootstrap,
+    score,
+    wilson_lower_bound,
+    with_fallback,
+)
 
 
 def _random(seed, n=400, k=9, abstain=0.3):
@@ -59,3 +66,22 @@ def test_paired_bootstrap_sees_a_real_difference_and_no_difference():
     assert same.delta == 0 and same.low == 0 and same.high == 0 and not same.significant
     again = paired_bootstrap(gold, better, pred, n_resamples=500, seed=1)
     assert again == res
+
+
+def test_out_of_scope_label_is_found_by_name_or_given():
+    assert find_oos_label(["balance", "oos"]) == "oos"
+    assert find_oos_label(["balance", "Out_Of_Scope"]) == "Out_Of_Scope"
+    assert find_oos_label(["balance", "transfer"]) is None
+    assert find_oos_label(["balance", "other"], "other") == "other"
+    with pytest.raises(ValueError, match="'nope' is not in the label space"):
+        find_oos_label(["balance", "other"], "nope")
+
+
+def test_out_of_scope_scores_count_in_scope_accuracy_and_oos_recall():
+    gold = ["a", "a", "b", "oos", "oos", "oos"]
+    pred = ["a", "oos", "b", "oos", "a", None]
+    s = out_of_scope_scores(gold, pred, "oos")
+    assert (s.n_in_scope, s.n_out_of_scope) == (3, 3)
+    assert s.in_scope_accuracy == pytest.approx(2 / 3)
+    assert s.out_of_scope_recall == pytest.approx(1 / 3)  # an abstention is not a catch
+    assert s.out_of_scope_precision == pytest.approx(1 / 2)
