@@ -7,6 +7,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from kdsl.errors import ConfigError
+
 
 def _default_home() -> Path:
     return Path.home() / ".cache" / "kdsl"
@@ -31,3 +33,20 @@ class Settings(BaseSettings):
     @property
     def models_dir(self) -> Path:
         return self.home / "models"
+
+
+LAST_SESSION = "last"
+
+
+def resolve_session(name: str, settings: Settings) -> str:
+    """A session id as typed, or for `last` the newest session started (a group's id, not one of its children):
+    what `kdsl serve --session last` and the other commands that take a session mean by it."""
+    if name != LAST_SESSION:
+        return name
+    root = settings.sessions_dir
+    started = [p for p in root.glob("*") if "." not in p.name and (p / "config.json").is_file()] \
+        if root.is_dir() else []
+    if not started:
+        raise ConfigError(f"no session under {root} yet: run `kdsl discover --data PATH` first")
+    # Ids begin with the start time (YYYYMMDD-HHMMSS-...), so the greatest id is the newest.
+    return max(started, key=lambda p: (p.name[:15], (p / "config.json").stat().st_mtime)).name

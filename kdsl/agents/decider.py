@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from kdsl._internal._atomic import write_json_atomic
 from kdsl.agents.decider_prompt import PromptConfig, build_messages
+from kdsl.config import resolve_session
 from kdsl.data.sample import Dataset, Sample
 from kdsl.errors import ConfigError, ModelError
 from kdsl.models.base import ModelBackend
@@ -49,7 +50,8 @@ def decider_folder(name_or_path: str | Path, settings: Settings) -> Path:
     folder = deciders_dir(settings) / str(name_or_path)
     if (folder / CARD).is_file():
         return folder
-    session = settings.sessions_dir / str(name_or_path) / "decider"  # a discovery session's own decider
+    # A discovery session's own decider (`last`: the newest session's).
+    session = settings.sessions_dir / resolve_session(str(name_or_path), settings) / "decider"
     if (session / CARD).is_file():
         return session
     known = sorted(p.name for p in deciders_dir(settings).glob("*") if (p / CARD).is_file())

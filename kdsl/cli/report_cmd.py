@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from kdsl.cli._edge import check_output, console, err_console, friendly_errors
-from kdsl.config import Settings
+from kdsl.config import Settings, resolve_session
 
 app = typer.Typer(help="Write a session's HTML report.")
 
@@ -29,7 +29,7 @@ def _children(settings: Settings, session_id: str) -> dict[str, str]:
 @app.command("report")
 @friendly_errors
 def report(
-    session_id: Annotated[str, typer.Argument(help="Session id (see `kdsl sessions list`).")],
+    session_id: Annotated[str, typer.Argument(help="Session id (see `kdsl sessions list`), or `last`.")],
     out: Annotated[Path | None, typer.Option("--out", help="Where to write (default: the session folder's "
                                                          "report.html).")] = None,
     open_: Annotated[bool, typer.Option("--open", help="Open the page in a web browser.")] = False,
@@ -48,6 +48,7 @@ def report(
     if out is not None:
         check_output(out)
     settings = Settings()
+    session_id = resolve_session(session_id, settings)
     children = _children(settings, session_id)
     if children:  # a session over several tasks: one page per task
         for task, child in children.items():

@@ -19,7 +19,8 @@ from kdsl.errors import DataError, KdslError
 app = typer.Typer(help="Serve a decider with its rules over HTTP, or predict a file in batch.")
 
 DeciderOpt = Annotated[str, typer.Option("--decider", "--session", help="Decider name (see KDSL_HOME/deciders) or "
-                                             "folder; --session is the same option under the name the docs use.")]
+                                             "folder, or a discovery session's id (`last`: the newest session); "
+                                             "--session is the same option under the name the docs use.")]
 PolicyOpt = Annotated[str, typer.Option(help="Arbiter policy: stacked, rules_first or decider_first (without "
                                              "the decider's collaboration.json, stacked falls back to decider_first).")]
 RulesOpt = Annotated[Path | None, typer.Option(help="Rules JSON file instead of the rules `kdsl eval` kept with the "

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from kdsl.config import Settings
+from kdsl.config import Settings, resolve_session
 from kdsl.errors import ConfigError
 from kdsl.graph.layout import DECIDER_DIR, EVALUATION, read_json
 from kdsl.rules import find_oos_label, out_of_scope_scores, score
@@ -52,6 +52,7 @@ def evaluate_session(session_id: str, settings: Settings | None = None, *, test:
     """The session's scores: on its sealed test split (read from each task's evaluation.json), or on a labeled
     file (predicted by the session's decider, rules and fitted arbiter, as `kdsl serve --session` would)."""
     settings = settings or Settings()
+    session_id = resolve_session(session_id, settings)
     folders = session_folders(session_id, settings)
     tasks: dict[str, dict[str, Any]] = {}
     if test is None:
