@@ -1,7 +1,7 @@
 """Discovery as a session runs it: MCTS vs greedy vs random edits at the same author-token budget, real author.
 
 Where `benchmarks/search_strategies.py` compares the strategies on all dialogues with the model-free n-gram
-proposer, this benchmark builds what `kdsl discover` builds (kdsl/graph/nodes.py): the session's `prepare` node
+proposer, this benchmark builds what `kdsl discover` builds (kdsl/graph/): the session's `prepare` node
 loads the task, splits it (search / verify / test, stratified, `--split-seed`) and featurizes it through the
 feature cache under KDSL_HOME (OCR text and visual labels of the images: cache hits only, when the cache is warm);
 the reward is the weighted F1 on the `search` part with the majority label as the fallback decider, minus the
@@ -59,9 +59,10 @@ from typing import Any
 from kdsl.agents.verifier import majority_fallback
 from kdsl.config import Settings
 from kdsl.data.splits import Split
+from kdsl.graph.config import SessionConfig
+from kdsl.graph.context import SessionContext
 from kdsl.graph.layout import read_json
-from kdsl.graph.nodes import SessionNodes
-from kdsl.graph.session import SessionConfig
+from kdsl.graph.nodes import prepare
 from kdsl.rules import RuleEngine, RuleSet
 from kdsl.search import STRATEGIES, Greedy, Reward, SearchConfig, SearchResult, build_error_report
 from kdsl.tools.features import FeatureTable
@@ -80,23 +81,23 @@ class TaskInputs:
     """One task prepared as a session prepares it: the search part's features, gold labels and label space."""
 
     def __init__(self, data: Path, task: str, split_seed: int, images: bool, settings: Settings, folder: Path):
-        nodes = SessionNodes(SessionConfig(data=data, task=task, author="ngram", seed=split_seed, images=images),
+        ctx = SessionContext(SessionConfig(data=data, task=task, author="ngram", seed=split_seed, images=images),
                              settings)
         start = time.perf_counter()
         state: dict[str, Any] = {"session_dir": str(folder), "session_id": folder.name, "task": task}
-        state.update(nodes.prepare(state))  # type: ignore[arg-type]
+        state.update(prepare(ctx, state))  # type: ignore[arg-type]
         self.prepare_seconds = time.perf_counter() - start
         self.task = task
         split = Split.load(state["split_path"])
         gold_file = read_json(Path(state["gold_path"]))
         gold_by_id: dict[str, str | None] = gold_file["gold"]
-        ids = [i for i in split.ids("search") if gold_by_id.get(i) is not None]  # as SessionNodes._part
+        ids = [i for i in split.ids("search") if gold_by_id.get(i) is not None]  # as SessionContext.part
         self.table = FeatureTable.load(state["features_path"])
         self.rows = self.table.rows(ids)
         self.gold = [str(gold_by_id[i]) for i in ids]
         self.labels: list[str] = gold_file["labels"]
         self.fallback = [majority_fallback(self.gold, [task] * len(self.gold))[task]] * len(self.gold)
-        # The fields the session's model-free proposers draw substrings from (SessionNodes._proposer).
+        # The fields the session's model-free proposers draw substrings from (kdsl.graph.discover.make_proposer).
         self.fields = ("user_text", "image_text") if images else ("user_text",)
 
     def engine(self) -> RuleEngine:
@@ -124,7 +125,7 @@ class Author:
             self.load_seconds = time.perf_counter() - start
 
     def proposer(self, inputs: TaskInputs, engine: RuleEngine) -> Any:
-        """As SessionNodes._proposer builds it, with this benchmark's k, language and reply budget."""
+        """As kdsl.graph.discover.make_proposer builds it, with this benchmark's k, language and reply budget."""
         if self.spec == "ngram":
             from kdsl.search import NgramProposer
 
@@ -174,7 +175,7 @@ def run_one(inputs: TaskInputs, author: Author, strategy: str, seed: int, args: 
     reward = Reward(engine, inputs.gold, inputs.fallback, task=inputs.task)
     by_id = {f.sample_id: f for f in inputs.rows}
 
-    def report_fn(rules: RuleSet):  # as SessionNodes.discover: the session's seed picks the examples shown
+    def report_fn(rules: RuleSet):  # as kdsl.graph.discover.search_fold: the session's seed picks the examples shown
         return build_error_report(inputs.task, rules, engine, by_id, inputs.gold, inputs.fallback, inputs.labels,
                                   seed=seed)
 

@@ -99,8 +99,10 @@ def _print_task(report: dict[str, Any]) -> None:
     gain = (report.get("decider") or {}).get("estimated_gain")
     if gain:
         console.print(f"what the rules were expected to add (cross-fitted on the training part): weighted F1 "
-                      f"{gain['delta']:+.4f}, {gain['fixed']} decisions fixed, {gain['broken']} broken",
-                      highlight=False)
+                      f"{gain['delta']:+.4f} (95% CI {gain['delta_low']:+.4f} .. {gain['delta_high']:+.4f}), "
+                      f"{gain['fixed']} decisions fixed, {gain['broken']} broken"
+                      + ("; not shown to help, so the rules explain and the decider decides (--no-gain-check to "
+                         "combine anyway)" if gain.get("gated") else ""), highlight=False)
 
 
 def _config(**fields: Any) -> Any:
@@ -142,6 +144,9 @@ def discover(
                                                     "until the accepted rules' precision, estimated on folds their "
                                                     "search never saw, reaches this (0: the bars as given).")]
     = 0.85,
+    no_gain_check: Annotated[bool, typer.Option("--no-gain-check", help="Let the rules change decisions even when "
+                                                "the cross-fitted data does not show them helping (by default they "
+                                                "then only explain).")] = False,
     folds: Annotated[int, typer.Option(min=2, max=20, help="Cross-fitting folds: one rule search per fold on the "
                                        "others, verified on it, counts pooled; the decider's out-of-fold "
                                        "predictions come from the same folds.")] = 5,
@@ -204,7 +209,7 @@ def discover(
                                    min_precision_lower=min_precision_lower, min_precision=min_precision,
                                    decider=decider, folds=folds, text_column=text_column,
                                    label_column=label_column, k_shot=k_shot, split=split,
-                                   test_data=test, oos_label=oos_label,
+                                   test_data=test, oos_label=oos_label, gain_check=not no_gain_check,
                                    target_precision=target_precision or None)
             live.update("preparing (load, split, featurize, fit the decider) ...")
             outcome = run_session(config, settings, on_iteration=show, review_fn=review_fn)

@@ -1,8 +1,8 @@
 """The discovery session: a LangGraph StateGraph over prepare, discover, verify, review, commit, evaluate, report."""
 
 from kdsl.graph.catalog import SessionListing, SessionTrace, list_sessions, session_trace
+from kdsl.graph.config import SessionConfig
 from kdsl.graph.session import (
-    SessionConfig,
     SessionOutcome,
     build_session_graph,
     load_session_config,

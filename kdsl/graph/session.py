@@ -10,6 +10,7 @@ without a task is a group: one child session per task (`<id>.<task>`), joined in
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -19,104 +20,24 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Command
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from kdsl import __version__
 from kdsl.agents.arbiter import ArbiterConfig
 from kdsl.config import Settings
 from kdsl.errors import ConfigError
+from kdsl.graph.config import ReviewFn, SessionConfig
+from kdsl.graph.context import ProgressHook, SessionContext
 from kdsl.graph.layout import CHECKPOINTS, CONFIG, DECIDER_DIR, REPORT, read_json, write_json
-from kdsl.graph.nodes import ProgressHook, SessionNodes
+from kdsl.graph.nodes import NODES, traced
 from kdsl.graph.state import SessionState
 
-MODEL_FREE_AUTHORS = ("contrast", "ngram")
-
 logger = logging.getLogger(__name__)
-
-ReviewFn = Callable[[dict[str, Any]], list[str]]  # the interrupt's payload -> the rule ids kept
-
-
-class SessionConfig(BaseModel):
-    """What a discovery session does. Saved in the session folder's config.json."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    data: Path = Field(description="Dataset path (any format `kdsl data` reads).")
-    task: str | None = Field(None, min_length=1, description="Task whose rules are discovered, e.g. "
-                             "dialogue_intent; None: every task of the data, one child session per task.")
-    author: str = Field("contrast", description="'backend:model' (e.g. llama_cpp:qwen2.5-coder-1.5b-instruct), "
-                        "'contrast' (model-free: label-specific substrings of the search split) or 'ngram' "
-                        "(model-free: random substrings, a floor).")
-    strategy: Literal["mcts", "greedy", "random"] = Field("mcts", description="Search strategy.")
-    iterations: int = Field(1000, ge=1, description="Search iterations, shared out over the folds (the model-free "
-                            "authors run about 200 a second).")
-    budget_seconds: float | None = Field(None, gt=0, description="Wall-clock budget of the search.")
-    budget_tokens: int | None = Field(None, ge=1, description="Author token budget of the search.")
-    k: int = Field(4, ge=1, le=32, description="Edits asked of the author per call.")
-    seed: int = Field(0, ge=0, description="Seeds the split and the search.")
-    review: bool = Field(False, description="Pause after verification for a person to keep or drop each rule.")
-    images: bool = Field(True, description="OCR and visual labels as features (False: dialogue text only).")
-    language: str = Field("zh", description="Language of the author's instructions ('zh' for MDSIRC).")
-    author_max_tokens: int = Field(512, ge=16, description="Reply budget of one author call.")
-    folds: int = Field(5, ge=2, le=20, description="Cross-fitting folds of the search split: the decider's "
-                       "out-of-fold predictions, one rule search per fold, verification pooled over the folds.")
-    test: float = Field(0.2, gt=0, lt=1, description="Share of the data sealed for the final evaluation.")
-    k_shot: int | None = Field(None, ge=1, description="Few-shot: keep at most k search samples per label (the "
-                               "rest of the search share is left out; the test share stays whole).")
-    split: Path | None = Field(None, description="A split file (`kdsl data split`, or your own train / test ids) "
-                               "instead of drawing one: its search and verify parts are searched, its test is sealed.")
-    test_data: Path | None = Field(None, description="A separate labeled test file (same format and tasks as "
-                                   "`data`): sealed, read once at the end; all of `data` is searched (with "
-                                   "`k_shot`: up to k per label).")
-    oos_label: str | None = Field(None, min_length=1, description="The out-of-scope label, scored apart (in-scope "
-                                  "accuracy, out-of-scope recall); default: a label named oos or out_of_scope.")
-    min_support: int = Field(3, ge=1, description="Verify: a rule must fire on at least this many samples.")
-    min_precision_lower: float = Field(0.4, ge=0, le=1, description="Verify: least Wilson lower bound of precision "
-                                       "(0.4: a rule right on 3 of 3 held-out samples counts).")
-    min_precision: float = Field(0.9, ge=0, le=1, description="Verify: least precision of a rule (pooled counts).")
-    target_precision: float | None = Field(
-        0.85, ge=0, le=1, description="Verify: tighten the bars above step by step (support 4, 5, 6; lower bound "
-        "0.5, 0.6; precision 0.95) until the accepted set's nested cross-fitted precision reaches this; None: the "
-        "bars as given.")
-    memory: Path | None = Field(None, description="Rule memory folder (default: KDSL_HOME/memory).")
-    decider: Literal["features", "majority"] = Field(
-        "features", description="What the rules decide together with: 'features' (the CPU decider, fitted on the "
-        "search split; the search rewards rules by how they fix its out-of-fold predictions there, the sealed test "
-        "compares rules + decider with the decider alone) or 'majority' (the search split's majority label).")
-
-    text_column: str | None = Field(None, description="A CSV's text column (default: recognised by name).")
-    label_column: str | None = Field(None, description="A CSV's label column (default: recognised by name).")
-
-    @property
-    def columns(self) -> dict[str, str | None]:
-        """The column names to pass to `load_dataset`."""
-        return {"text_column": self.text_column, "label_column": self.label_column}
-
-    @model_validator(mode="after")
-    def _one_test(self) -> SessionConfig:
-        if self.split is not None and self.test_data is not None:
-            raise ValueError("give a split file or a test file, not both (a split file names its own test ids)")
-        return self
-
-    @field_validator("data", "split", "test_data")
-    @classmethod
-    def _absolute(cls, v: Path | None) -> Path | None:
-        # config.json must name the same files when the session is resumed or evaluated from another folder.
-        return None if v is None else v.expanduser().resolve()
-
-    @field_validator("author")
-    @classmethod
-    def _author(cls, v: str) -> str:
-        if v not in MODEL_FREE_AUTHORS and ":" not in v:
-            raise ValueError(f"author must be {' or '.join(map(repr, MODEL_FREE_AUTHORS))} or 'backend:model', "
-                             f"got {v!r}")
-        return v
-
 
 class SessionOutcome(BaseModel):
     """Where a run or a resume left the session: finished, or paused for review."""
@@ -150,10 +71,10 @@ def build_session_graph(
     on_iteration: ProgressHook | None = None,
 ) -> Any:
     """The compiled session graph. `on_iteration` sees the search's progress (for a display)."""
-    nodes = SessionNodes(config, settings or Settings(), on_iteration=on_iteration)
+    ctx = SessionContext(config, settings or Settings(), on_iteration=on_iteration)
     graph = StateGraph(SessionState)
-    for name in ("prepare", "discover", "verify", "review", "commit", "arbiter", "evaluate", "report"):
-        graph.add_node(name, nodes.traced(name, getattr(nodes, name)))
+    for name, node in NODES.items():
+        graph.add_node(name, traced(name, functools.partial(node, ctx)))
     graph.add_edge(START, "prepare")
     graph.add_edge("prepare", "discover")
     graph.add_edge("discover", "verify")

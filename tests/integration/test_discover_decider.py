@@ -90,8 +90,13 @@ def test_session_rewards_rules_against_out_of_fold_decider_predictions(home: Set
     assert all(v["stats"]["support"] >= 2 and v["stats"]["precision"] >= 0.9 for v in accepted)
 
     # The arbiter is fitted on cross-fitted data; the test predictions it made are kept for the report.
-    assert json.loads((folder / ARBITER).read_text(encoding="utf-8"))["policy"] == "stacked"
+    arbiter = json.loads((folder / ARBITER).read_text(encoding="utf-8"))
+    assert arbiter["policy"] == "stacked"
+    estimated = arbiter["estimated"]
+    assert estimated["fixed"] + estimated["broken"] <= estimated["changed"]
     saved = json.loads((folder / TEST_PREDICTIONS).read_text(encoding="utf-8"))
+    if estimated["delta_low"] <= 0:  # not shown to help on cross-fitted data: the decider decides alone
+        assert arbiter["weights"] == {"dialogue_intent": 0.0} and saved["together"] == saved["decider"]
     assert saved["ids"] == [i for i in split["test"] if i in test_gold]
     assert abs(test["rules_with_fallback"]["accuracy"]
                - sum(p == test_gold[i] for i, p in zip(saved["ids"], saved["together"], strict=True))

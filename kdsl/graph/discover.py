@@ -1,0 +1,284 @@
+"""The discover node: one rule search per cross-fitting fold, checkpointed after every iteration, and the
+inner searches of the nested estimate. The candidates a fold contributes: the atoms of its best rule set and
+the model-free mined terms."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kdsl.graph.context import Part, SessionContext
+from kdsl.graph.layout import (
+    EVENTS,
+    FOLD_RULES,
+    FOLD_SEARCH,
+    FOLD_TERMS,
+    INNER_RULES,
+    PROGRESS,
+    RULES,
+    SEARCH,
+    read_json,
+    save_rules,
+    write_json,
+)
+from kdsl.graph.state import SessionState
+from kdsl.rules import Rule, RuleSet, atoms
+from kdsl.search import (
+    STRATEGIES,
+    ErrorReport,
+    Proposal,
+    Reward,
+    SearchConfig,
+    SearchProgress,
+    build_error_report,
+    rule_key,
+)
+from kdsl.search.terms import label_name_rules, label_terms
+from kdsl.traces import TraceEvent, TraceLog, digest
+from kdsl.traces.events import truncate
+
+logger = logging.getLogger(__name__)
+
+
+class TracedProposer:
+    """Wraps the author (any `EditProposer`) and appends one trace event per call."""
+
+    def __init__(self, inner: Any, log: TraceLog, session: str, best: Callable[[], float | None]):
+        self.inner, self.log, self.session, self.best = inner, log, session, best
+        self.name = getattr(inner, "name", type(inner).__name__)
+        self.model = getattr(inner, "model", self.name)
+
+    def propose(self, rules: RuleSet, report: ErrorReport, k: int, *, seed: int = 0) -> Proposal:
+        start = time.perf_counter()
+        proposal = self.inner.propose(rules, report, k, seed=seed)
+        out = {"edits": [e.key for e in proposal.edits], "invalid": proposal.invalid}
+        self.log.append(TraceEvent(
+            session=self.session, node="discover", agent="author", model=self.model,
+            prompt_tokens=proposal.prompt_tokens, completion_tokens=proposal.completion_tokens,
+            seconds=time.perf_counter() - start, input_digest=digest(report.model_dump(mode="json")),
+            output=truncate(json.dumps(out, ensure_ascii=False)), reward=self.best()))
+        return proposal
+
+
+def share(total: float | None, k: int, folds: int) -> float | None:
+    """Fold k's share of a budget (iterations: whole numbers that add up to the total)."""
+    if total is None:
+        return None
+    if isinstance(total, int):
+        return total // folds + (1 if k < total % folds else 0)
+    return total / folds
+
+
+def make_proposer(ctx: SessionContext, state: SessionState, part: Part) -> Any:
+    spec = ctx.config.author
+    fields = ctx.fields()
+    if spec == "ngram":
+        from kdsl.search import NgramProposer
+
+        return NgramProposer(fields=fields)
+    if spec == "contrast":
+        from kdsl.search import ContrastProposer
+
+        return ContrastProposer(part.engine, part.gold, fields=fields)
+    from kdsl.agents.author import AuthorConfig, RuleAuthor
+    from kdsl.models import load_backend
+
+    backend = load_backend(spec, ctx.settings, **({"n_ctx": 4096} if spec.startswith("llama_cpp:") else {}))
+    return RuleAuthor(backend, AuthorConfig(k=ctx.config.k, language=ctx.config.language,
+                                            max_tokens=ctx.config.author_max_tokens))
+
+
+def mine(ctx: SessionContext, state: SessionState, part: Part) -> list[Rule]:
+    """The model-free candidates: each label's most specific terms on these samples, and the terms of the
+    labels' own names (the same in every fold: they come from no sample)."""
+    names = read_json(Path(state["gold_path"]))["labels"]
+    rules = [*label_terms({f: part.engine.texts(f) for f in ctx.fields()}, part.gold, state["task"],
+                          per_label=10, min_support=2, min_lower=0.3),
+             *label_name_rules(names, state["task"], ctx.fields())]
+    return list({r.id: r for r in rules}.values())  # a name's term the samples single out too: once
+
+
+def inner_candidates(ctx: SessionContext, state: SessionState, k: int, j: int, n_folds: int) -> list[Rule]:
+    """The candidates a session would find without folds k and j (a search and the mined terms, on the other
+    folds): what verification on fold j sees when fold k plays the unseen test (see `nested`). Cached in
+    rules.fold<k>-<j>.json; the search gets the same share of the budget as an outer fold's."""
+    cfg, folder, task = ctx.config, Path(state["session_dir"]), state["task"]
+    path = folder / INNER_RULES.format(k=k, j=j)
+    if path.exists():
+        return list(RuleSet.load(path))
+    part = ctx.part(state, "search", exclude=tuple(sorted((k, j))))
+    labels, confidence = ctx.fallback(state, "search", part.ids)
+    reward = Reward(part.engine, part.gold, labels, task=task, fallback_confidence=confidence)
+    table = ctx.table(state)
+    names = read_json(Path(state["gold_path"]))["labels"]
+
+    def report_fn(rules: RuleSet) -> ErrorReport:
+        return build_error_report(task, rules, part.engine, table, part.gold, labels, names, seed=cfg.seed)
+
+    iterations = int(share(cfg.iterations, j, n_folds) or 0)
+    if iterations < 1:  # the outer fold j searched no iteration either: its candidates are the mined terms
+        rules = mine(ctx, state, part)
+        save_rules(RuleSet(rules=tuple({r.id: r for r in rules}.values())), path)
+        return rules
+    proposer = TracedProposer(make_proposer(ctx, state, part), TraceLog(folder / EVENTS), state["session_id"],
+                              lambda: None)
+    config = SearchConfig(iterations=iterations,
+                          budget_seconds=share(cfg.budget_seconds, j, n_folds),
+                          budget_tokens=None if cfg.budget_tokens is None
+                          else int(share(cfg.budget_tokens, j, n_folds) or 1),
+                          k=cfg.k, seed=cfg.seed + 1000 * k + 100 * j + 7)
+    try:
+        found = STRATEGIES[cfg.strategy](config).search(RuleSet(), proposer, reward, report_fn).best_rules
+    finally:
+        backend = getattr(proposer.inner, "backend", None)
+        if backend is not None and hasattr(backend, "close"):
+            backend.close()
+    rules = [*found, *mine(ctx, state, part)]
+    save_rules(RuleSet(rules=tuple({r.id: r for r in rules}.values())), path)
+    return rules
+
+
+def search_fold(ctx: SessionContext, state: SessionState, k: int, n_folds: int, done: dict) -> dict:
+    cfg, folder, task = ctx.config, Path(state["session_dir"]), state["task"]
+    part = ctx.part(state, "search", fold=k, held=False)
+    terms_path = folder / FOLD_TERMS.format(k=k)
+    if not terms_path.exists():  # each label's most specific terms on the fold's training samples
+        save_rules(RuleSet(rules=tuple(mine(ctx, state, part))), terms_path)
+    labels, confidence = ctx.fallback(state, "search", part.ids)
+    reward = Reward(part.engine, part.gold, labels, task=task, fallback_confidence=confidence)
+    table = ctx.table(state)
+    rules_path = folder / FOLD_RULES.format(k=k)
+
+    def report_fn(rules: RuleSet) -> ErrorReport:
+        return build_error_report(task, rules, part.engine, table, part.gold, labels,
+                                  read_json(Path(state["gold_path"]))["labels"], seed=cfg.seed)
+
+    fold = done["folds"].get(str(k)) or {"iterations": 0, "tokens": 0, "elapsed": 0.0,
+                                         "initial_reward": reward(RuleSet()),
+                                         "best_reward": reward(RuleSet()), "finished": False,
+                                         "stop_reason": None}
+    initial = RuleSet.load(rules_path) if rules_path.exists() else RuleSet()
+    iterations = int(share(cfg.iterations, k, n_folds) or 0) - fold["iterations"]
+    seconds = share(cfg.budget_seconds, k, n_folds)
+    tokens = share(cfg.budget_tokens, k, n_folds)
+    seconds = None if seconds is None else seconds - fold["elapsed"]
+    tokens = None if tokens is None else int(tokens) - fold["tokens"]
+    if iterations <= 0 or (seconds is not None and seconds <= 0) or (tokens is not None and tokens <= 0):
+        fold = {**fold, "finished": True, "stop_reason": fold.get("stop_reason") or "budget"}
+        save_rules(initial, rules_path)
+        done = {**done, "folds": {**done["folds"], str(k): fold}}
+        write_json(folder / PROGRESS, done)
+        return done
+    best = {"reward": fold["best_reward"]}
+    proposer = TracedProposer(make_proposer(ctx, state, part), TraceLog(folder / EVENTS), state["session_id"],
+                              lambda: best["reward"])
+    # A resumed search draws other seeds than the first run did from that point on.
+    search_config = SearchConfig(iterations=iterations, budget_seconds=seconds, budget_tokens=tokens, k=cfg.k,
+                                 seed=cfg.seed + 1000 * k + fold["iterations"])
+
+    def totals(step: Any) -> tuple[dict, dict]:
+        now_fold = {**fold, "iterations": fold["iterations"] + step.iteration,
+                    "tokens": fold["tokens"] + step.tokens, "elapsed": fold["elapsed"] + step.elapsed_seconds,
+                    "best_reward": best["reward"]}
+        now = {**done, "iterations": done["iterations"] + step.iteration, "tokens": done["tokens"] + step.tokens,
+               "elapsed": done["elapsed"] + step.elapsed_seconds, "folds": {**done["folds"], str(k): now_fold}}
+        return now_fold, now
+
+    def checkpoint(progress: SearchProgress) -> None:
+        step = progress.step
+        best["reward"] = max(best["reward"], step.best_reward)
+        save_rules(progress.best_rules, rules_path)  # the rules first: progress.json vouches for them
+        _, now = totals(step)
+        write_json(folder / PROGRESS, now)
+        if ctx.on_iteration is not None:
+            ctx.on_iteration(progress.model_copy(update={"step": step.model_copy(update={
+                "iteration": now["iterations"], "tokens": now["tokens"], "best_reward": best["reward"],
+                "elapsed_seconds": now["elapsed"]})}))
+
+    strategy = STRATEGIES[cfg.strategy](search_config, on_iteration=checkpoint)
+    try:
+        result = strategy.search(initial, proposer, reward, report_fn)
+    finally:
+        backend = getattr(proposer.inner, "backend", None)
+        if backend is not None and hasattr(backend, "close"):
+            backend.close()
+    (folder / FOLD_SEARCH.format(k=k)).write_text(result.model_dump_json(indent=1), encoding="utf-8")
+    if result.best_reward >= best["reward"] or not rules_path.exists():
+        save_rules(result.best_rules, rules_path)
+    best["reward"] = max(best["reward"], result.best_reward)
+    final_fold = {**fold, "iterations": fold["iterations"] + result.iterations,
+                  "tokens": fold["tokens"] + result.tokens, "elapsed": fold["elapsed"] + result.timings.total,
+                  "best_reward": best["reward"], "finished": True, "stop_reason": result.stop_reason}
+    done = {**done, "iterations": done["iterations"] + result.iterations,
+            "tokens": done["tokens"] + result.tokens, "elapsed": done["elapsed"] + result.timings.total,
+            "folds": {**done["folds"], str(k): final_fold}}
+    write_json(folder / PROGRESS, done)
+    if k == 0:  # the report draws one search tree: the first fold's
+        (folder / SEARCH).write_text(result.model_dump_json(indent=1), encoding="utf-8")
+    return done
+
+
+def discover(ctx: SessionContext, state: SessionState) -> dict:
+    """Search rule sets once per cross-fitting fold, each on the search samples outside that fold, rewarded by
+    how the rules fix the decider's out-of-fold predictions there. The budgets are shared out over the folds.
+    After each iteration the fold's best set and the spent budgets go to rules.fold<k>.json and progress.json;
+    run again after a crash, the search goes on from there. rules.json: the atoms of the folds' sets."""
+    folder = Path(state["session_dir"])
+    progress_path = folder / PROGRESS
+    folds = ctx.folds(state)
+    if progress_path.exists():
+        done = read_json(progress_path)
+        logger.info("session %s: resuming the search after %d iterations", state["session_id"],
+                    done["iterations"])
+    else:
+        done = {"iterations": 0, "tokens": 0, "elapsed": 0.0, "finished": False, "stop_reason": None,
+                "folds": {}}
+    for k in folds:
+        fold_done = done["folds"].get(str(k))
+        if fold_done is not None and fold_done["finished"]:
+            continue
+        done = search_fold(ctx, state, k, len(folds), done)
+    merged = merge_folds(ctx, state)
+    rewards = [f["best_reward"] for f in done["folds"].values()]
+    initial = [f["initial_reward"] for f in done["folds"].values()]
+    reasons = sorted({str(f["stop_reason"]) for f in done["folds"].values()})
+    done = {**done, "finished": True, "best_reward": float(np.mean(rewards)),
+            "initial_reward": float(np.mean(initial)), "stop_reason": ", ".join(reasons)}
+    write_json(progress_path, done)
+    return {"rules_path": str(folder / RULES), "iterations": done["iterations"],
+            "initial_reward": done["initial_reward"], "best_reward": done["best_reward"],
+            "tokens": done["tokens"], "n_rules": len(merged), "stop_reason": done["stop_reason"]}
+
+
+def fold_rules(ctx: SessionContext, state: SessionState) -> dict[int, list[Rule]]:
+    """Fold -> its candidates: the best rule set of its search and its labels' most specific terms."""
+    folder = Path(state["session_dir"])
+    out: dict[int, list[Rule]] = {}
+    for k in ctx.folds(state):
+        out[k] = [r for name in (FOLD_RULES, FOLD_TERMS) if (folder / name.format(k=k)).exists()
+                  for r in RuleSet.load(folder / name.format(k=k)).for_task(state["task"])]
+    return out
+
+
+def fold_atoms(ctx: SessionContext, state: SessionState) -> dict[int, set[str]]:
+    """Fold -> the keys of the atoms (single terms, see `kdsl.rules.atoms`) its search proposed."""
+    return {k: {rule_key(a) for r in rules for a in atoms(r)} for k, rules in fold_rules(ctx, state).items()}
+
+
+def merge_folds(ctx: SessionContext, state: SessionState) -> RuleSet:
+    """The candidates: every atom of the folds' rule sets (a term found by several folds once), into
+    rules.json. The folds' searches rarely agree on a whole term list, but often on its terms."""
+    merged: dict[str, Rule] = {}
+    for rules in fold_rules(ctx, state).values():
+        for rule in rules:
+            for atom in atoms(rule):
+                merged.setdefault(rule_key(atom), atom)
+    rules = RuleSet(rules=tuple(merged.values()))
+    save_rules(rules, Path(state["session_dir"]) / RULES)
+    return rules
