@@ -49,9 +49,8 @@ demo: install
 	@mkdir -p $(RUNS)
 	$(BIN)/kdsl features build --data $(DATA)/www2025-mdsirc --out $(RUNS)/mdsirc-features.jsonl
 	$(BIN)/kdsl discover --data $(DATA)/www2025-mdsirc --json | tee $(RUNS)/discover.txt
-	@ID=$$(tail -n 1 $(RUNS)/discover.txt | $(BIN)/python -c "import json, sys; print(json.load(sys.stdin)['session'])") && \
-	$(BIN)/kdsl report $$ID --out $(RUNS)/report.html && \
-	$(BIN)/kdsl predict --session $$ID --in $(DATA)/www2025-mdsirc --part test --limit 6 --show 6 \
+	$(BIN)/kdsl report last --out $(RUNS)/report.html
+	$(BIN)/kdsl predict --session last --in $(DATA)/www2025-mdsirc --part test --limit 6 --show 6 \
 		--out $(RUNS)/decisions.jsonl
 
 test: install vllm-env chromium
