@@ -99,11 +99,11 @@ class Arbiter:
 
     def __init__(self, config: ArbiterConfig | None = None, weights: dict[str, float] | None = None):
         self.config = config or ArbiterConfig()
-        self.weights: dict[str, float] = dict(weights or {})
+        self.weights_: dict[str, float] = dict(weights or {})  # task -> stacking weight (fitted or loaded)
 
     def fit(self, dists: Sequence[LabelDistribution], fired: Sequence[Sequence[Rule]],
-            gold: Sequence[str | None]) -> dict[str, float]:
-        """Choose each task's stacking weight by log-likelihood of the gold labels (verify split)."""
+            gold: Sequence[str | None]) -> Arbiter:
+        """Choose each task's stacking weight (`weights_`) by log-likelihood of the gold labels; returns self."""
         for task in sorted({d.task for d in dists}):
             rows = [(d, _rule_votes(d, f), d.labels.index(g)) for d, f, g in zip(dists, fired, gold, strict=True)
                     if d.task == task and g is not None and g in d.labels]
@@ -113,8 +113,8 @@ class Arbiter:
             def nll(w: float, rows=rows) -> float:
                 return float(np.mean([-math.log(max(_stack(d, v, w)[g], 1e-12)) for d, v, g in rows]))
 
-            self.weights[task] = min(STACK_WEIGHTS, key=lambda w: (round(nll(w), 9), w))
-        return self.weights
+            self.weights_[task] = min(STACK_WEIGHTS, key=lambda w: (round(nll(w), 9), w))
+        return self
 
     def decide(self, dist: LabelDistribution, fired: Sequence[Rule]) -> Decision:
         """The decision for one sample. `fired` are the rules (with verify statistics) that fire on it."""
@@ -131,10 +131,10 @@ class Arbiter:
                 label, confidence, source = ranked[0].label, ranked[0].confidence, "rule"
         else:
             votes = _rule_votes(dist, ranked)
-            p = _stack(dist, votes, self.weights.get(dist.task, 0.0))
+            p = _stack(dist, votes, self.weights_.get(dist.task, 0.0))
             best = int(np.argmax(p))
             label, confidence = dist.labels[best], float(p[best])
-            source = "stacked" if votes[best] > 0 and self.weights.get(dist.task, 0.0) > 0 else "decider"
+            source = "stacked" if votes[best] > 0 and self.weights_.get(dist.task, 0.0) > 0 else "decider"
         if c.abstain_below is not None and confidence < c.abstain_below:
             label, source = None, "abstain"
         return Decision(sample_id=dist.sample_id, task=dist.task, label=label, confidence=confidence,

@@ -192,7 +192,7 @@ def evaluate(
         data=test.name, part=part, decider=decider.card.name,
         n={t: sum(1 for s in labeled if s.task == t) for t in tasks},
         n_rules={t: len(rules.for_task(t)) for t in tasks},
-        stack_weights=dict(arbiters[together("stacked")].weights) if together("stacked") in arbiters else {},
+        stack_weights=dict(arbiters[together("stacked")].weights_) if together("stacked") in arbiters else {},
         temperatures=dict(decider.calibration.temperatures),
         modes=modes, results=tuple(results), overall=overall, comparisons=tuple(comparisons),
         decisions=tuple(stacked),

@@ -267,7 +267,7 @@ def arbiter(ctx: SessionContext, state: SessionState) -> dict:
     on_sample = nested(ctx, state, bars)
     arbiter = Arbiter(ArbiterConfig(policy="stacked"))
     dists = ctx.distributions(state, "search", part.ids)
-    weights = arbiter.fit(dists, on_sample, part.gold)
+    weights = dict(arbiter.fit(dists, on_sample, part.gold).weights_)
     # What the rules are expected to add, on the same cross-fitted data (the weight is one number per task
     # chosen over a short grid, so reusing these samples for the estimate flatters it little).
     together = [d.label for d in arbiter.decide_all(dists, on_sample)]

@@ -138,7 +138,7 @@ def fit_collaboration(decider: Decider | FeatureDecider, prepared: PreparedData,
     rules = RuleSet(rules=tuple(r for r in rules.rules if r.task in decider.card.tasks))
     rules = with_verify_stats(rules, prepared.part("verify"), prepared.features)
     arbiters = fit_arbiters(prepared.part("verify"), prepared.features, decider, rules, progress=progress)
-    return Collaboration(rules=rules, arbiters={k: ArbiterState(config=a.config, weights=a.weights)
+    return Collaboration(rules=rules, arbiters={k: ArbiterState(config=a.config, weights=a.weights_)
                                                 for k, a in arbiters.items()})
 
 

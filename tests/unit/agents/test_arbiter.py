@@ -57,7 +57,7 @@ def test_stacked_learns_to_trust_precise_rules_and_ignore_useless_ones():
     fired = [[rule("退款", 0.8)]] * 10 + [[]] * 10
     gold = ["退款"] * 10 + ["物流"] * 10
     arb = Arbiter(ArbiterConfig(policy="stacked"))
-    weights = arb.fit(dists, fired, gold)
+    weights = arb.fit(dists, fired, gold).weights_
     assert weights["t"] > 0
     decisions = arb.decide_all(dists, fired)
     assert [d.label for d in decisions] == gold
@@ -65,7 +65,7 @@ def test_stacked_learns_to_trust_precise_rules_and_ignore_useless_ones():
 
     # A rule that is always wrong gets weight 0: the decider alone stands.
     bad = Arbiter(ArbiterConfig(policy="stacked"))
-    assert bad.fit(dists[10:], [[rule("退款", 0.8)]] * 10, gold[10:])["t"] == 0.0
+    assert bad.fit(dists[10:], [[rule("退款", 0.8)]] * 10, gold[10:]).weights_["t"] == 0.0
 
 
 def test_temperature_fit_cools_an_overconfident_decider():
