@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DATA ?= ../shared/data
 RUNS ?= runs
 
-.PHONY: install vllm-env demo test test-fast bench lint clean
+.PHONY: install vllm-env demo test test-fast bench lint clean postgres
 
 # llama.cpp's default build uses CPU features (AVX-512, AMX) some machines lack and crashes at the first token.
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON \
@@ -53,10 +53,10 @@ demo: install
 	$(BIN)/kdsl predict --session last --in $(DATA)/www2025-mdsirc --part test --limit 6 --show 6 \
 		--out $(RUNS)/decisions.jsonl
 
-test: install vllm-env chromium
+test: install vllm-env chromium postgres
 	$(BIN)/python -m pytest -q
 
-test-fast: install chromium
+test-fast: install chromium postgres
 	$(BIN)/python -m pytest -q -m "not slow"
 
 bench: install
@@ -70,10 +70,17 @@ clean:
 
 # A headless Chromium for the HTML report's browser test (tests/integration/test_report.py): Debian's
 # chromium-headless-shell, installed only when no Chromium is on PATH. No browser build is downloaded from a CDN.
-CHROMIUM_SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+APT_SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 .PHONY: chromium
 chromium:
 	@command -v chromium-headless-shell >/dev/null 2>&1 || command -v chromium >/dev/null 2>&1 || \
 		command -v chromium-browser >/dev/null 2>&1 || \
-		{ $(CHROMIUM_SUDO) apt-get update -q && $(CHROMIUM_SUDO) env DEBIAN_FRONTEND=noninteractive \
+		{ $(APT_SUDO) apt-get update -q && $(APT_SUDO) env DEBIAN_FRONTEND=noninteractive \
 			apt-get install -y -q --no-install-recommends chromium-headless-shell; }
+
+# A PostgreSQL server for the Postgres checkpointer's test (tests/integration/test_postgres_checkpointer.py starts
+# its own on a free port in a scratch folder): Debian's postgresql, installed only when no initdb is on the machine.
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || \
+		{ $(APT_SUDO) apt-get update -q && $(APT_SUDO) env DEBIAN_FRONTEND=noninteractive \
+			apt-get install -y -q --no-install-recommends postgresql; }

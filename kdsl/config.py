@@ -20,6 +20,10 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="KDSL_", frozen=True)
 
     home: Path = Field(default_factory=_default_home, description="Root of caches, sessions and models (KDSL_HOME).")
+    memory_url: str | None = Field(None, description="A `chroma run` server for the rule memory "
+                                   "(KDSL_MEMORY_URL, e.g. http://host:8000); unset: a folder under KDSL_HOME.")
+    checkpointer: str | None = Field(None, description="Default PostgreSQL URL for sessions' checkpoints "
+                                     "(KDSL_CHECKPOINTER); unset: a SQLite file per session.")
 
     @property
     def cache_dir(self) -> Path:

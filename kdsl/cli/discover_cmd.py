@@ -117,7 +117,7 @@ def _config(**fields: Any) -> Any:
         first = e.errors()[0]
         field = str(first["loc"][0]) if first["loc"] else ""
         option = "--" + {"test_data": "test"}.get(field, field).replace("_", "-") if field else "an option"
-        raise typer.BadParameter(f"{option}: {first['msg']}") from None
+        raise typer.BadParameter(f"{option}: {first['msg'].removeprefix('Value error, ')}") from None
 
 
 @app.command()
@@ -147,7 +147,8 @@ def discover(
     no_gain_check: Annotated[bool, typer.Option("--no-gain-check", help="Let the rules change decisions even when "
                                                 "the cross-fitted data does not show them helping (by default they "
                                                 "then only explain).")] = False,
-    folds: Annotated[int, typer.Option(min=2, max=20, help="Cross-fitting folds: one rule search per fold on the "
+    folds: Annotated[int, typer.Option(min=3, max=20, help="Cross-fitting folds (3 at least): one rule search per "
+                                       "fold on the "
                                        "others, verified on it, counts pooled; the decider's out-of-fold "
                                        "predictions come from the same folds.")] = 5,
     decider: Annotated[str, typer.Option(help="What the rules decide with: `features` (the CPU decider, fitted "
@@ -169,6 +170,11 @@ def discover(
                                                     "utterance, query, ... recognised).")] = None,
     label_column: Annotated[str | None, typer.Option(help="A CSV's label column (default: label, intent, "
                                                      "category, ... recognised).")] = None,
+    checkpointer: Annotated[str | None, typer.Option(help="Keep the session's checkpoints in PostgreSQL "
+                                                     "(postgresql://USER[:PASSWORD]@HOST:PORT/DB; default "
+                                                     "KDSL_CHECKPOINTER, else checkpoints.sqlite in the session "
+                                                     "folder). The password is not saved: on --resume give the URL "
+                                                     "again, or set PGPASSWORD.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="End with the session's scores as one JSON line "
                                           "(what `kdsl eval --session ID --json` prints).")] = False,
 ) -> None:
@@ -194,7 +200,8 @@ def discover(
         if resume is not None:
             live.update(f"resuming session {resume} ...")
             try:
-                outcome = resume_session(resume, settings, on_iteration=show, review_fn=review_fn)
+                outcome = resume_session(resume, settings, on_iteration=show, review_fn=review_fn,
+                                         checkpointer_url=checkpointer)
             except (sqlite3.DatabaseError, json.JSONDecodeError) as e:
                 # A damaged checkpoint or progress file: say which session, keep every file as it is.
                 raise KdslError(f"session {resume}: a file of the session under {settings.sessions_dir} cannot be "
@@ -210,9 +217,11 @@ def discover(
                                    decider=decider, folds=folds, text_column=text_column,
                                    label_column=label_column, k_shot=k_shot, split=split,
                                    test_data=test, oos_label=oos_label, gain_check=not no_gain_check,
-                                   target_precision=target_precision or None)
+                                   target_precision=target_precision or None,
+                                   checkpointer=checkpointer or settings.checkpointer)
             live.update("preparing (load, split, featurize, fit the decider) ...")
-            outcome = run_session(config, settings, on_iteration=show, review_fn=review_fn)
+            outcome = run_session(config, settings, on_iteration=show, review_fn=review_fn,
+                                  checkpointer_url=checkpointer or settings.checkpointer)
     _print_outcome(outcome)
     if as_json and not outcome.paused:
         from kdsl.graph.session_eval import evaluate_session

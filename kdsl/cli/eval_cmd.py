@@ -28,7 +28,7 @@ def load_rules(files: list[Path] | None, tasks: list[str], settings: Settings, u
         return RuleSet(), "none"
     from kdsl.memory import RuleMemory
 
-    with RuleMemory(settings=settings) as memory:
+    with RuleMemory.open(settings=settings) as memory:
         rules = [r for t in tasks for r in memory.list(task=t, status="accepted")]
     return RuleSet(rules=tuple(rules)), f"rule memory ({len(rules)} accepted)"
 

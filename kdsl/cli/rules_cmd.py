@@ -75,7 +75,8 @@ def check(
     as_json: Annotated[bool, typer.Option("--json", help="Print the statistics as JSON instead of tables.")] = False,
     commit: Annotated[bool, typer.Option("--commit", help="Store the accepted rules, with these statistics, in "
                                          "the rule memory.")] = False,
-    memory: Annotated[Path | None, typer.Option("--memory", help="Memory folder (default: KDSL_HOME/memory).",
+    memory: Annotated[Path | None, typer.Option("--memory", help="Memory folder (default: the Chroma server "
+                                                "KDSL_MEMORY_URL names, else KDSL_HOME/memory).",
                                                 show_default=False)] = None,
 ) -> None:
     """Score every rule (support, coverage, precision and its Wilson lower bound, recall, overlaps, conflicts)
@@ -128,7 +129,8 @@ def check(
 
 # -- the rule memory ------------------------------------------------------------------------------------------------
 MemoryPath = Annotated[
-    Path | None, typer.Option("--memory", help="Memory folder (default: KDSL_HOME/memory).", show_default=False)
+    Path | None, typer.Option("--memory", help="Memory folder (default: the Chroma server KDSL_MEMORY_URL names, else "
+                                        "KDSL_HOME/memory).", show_default=False)
 ]
 TaskOpt = Annotated[str | None, typer.Option(help="Only rules of this task.")]
 LabelOpt = Annotated[str | None, typer.Option(help="Only rules of this label.")]
@@ -139,7 +141,7 @@ AsJson = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 def _memory(path: Path | None):
     from kdsl.memory import RuleMemory  # chromadb loads only for the commands that need it
 
-    return RuleMemory(path)
+    return RuleMemory.open(path)  # a folder, or the server KDSL_MEMORY_URL names
 
 
 def _status(status: str | None):

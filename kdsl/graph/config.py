@@ -35,7 +35,8 @@ class SessionConfig(BaseModel):
     images: bool = Field(True, description="OCR and visual labels as features (False: dialogue text only).")
     language: str = Field("zh", description="Language of the author's instructions ('zh' for MDSIRC).")
     author_max_tokens: int = Field(512, ge=16, description="Reply budget of one author call.")
-    folds: int = Field(5, ge=2, le=20, description="Cross-fitting folds of the search split: the decider's "
+    folds: int = Field(5, ge=3, le=20, description="Cross-fitting folds of the search split (3 at least: the "
+                       "nested estimate holds two out at once): the decider's "
                        "out-of-fold predictions, one rule search per fold, verification pooled over the folds.")
     test: float = Field(0.2, gt=0, lt=1, description="Share of the data sealed for the final evaluation.")
     k_shot: int | None = Field(None, ge=1, description="Few-shot: keep at most k search samples per label (the "
@@ -59,6 +60,10 @@ class SessionConfig(BaseModel):
                              "cross-fitted training data, the two together beat the decider alone (paired 95% CI "
                              "above 0); otherwise the rules explain and the decider decides. False: always combine.")
     memory: Path | None = Field(None, description="Rule memory folder (default: KDSL_HOME/memory).")
+    checkpointer: str | None = Field(None, description="A PostgreSQL URL (postgresql://USER@HOST:PORT/DB) for the "
+                                     "session's checkpoints, shared by sessions on many machines; kept without its "
+                                     "password (libpq reads PGPASSWORD or ~/.pgpass). None: checkpoints.sqlite in "
+                                     "the session folder.")
     decider: Literal["features", "majority"] = Field(
         "features", description="What the rules decide together with: 'features' (the CPU decider, fitted on the "
         "search split; the search rewards rules by how they fix its out-of-fold predictions there, the sealed test "
@@ -83,6 +88,13 @@ class SessionConfig(BaseModel):
     def _absolute(cls, v: Path | None) -> Path | None:
         # config.json must name the same files when the session is resumed or evaluated from another folder.
         return None if v is None else v.expanduser().resolve()
+
+    @field_validator("checkpointer")
+    @classmethod
+    def _checkpointer(cls, v: str | None) -> str | None:
+        from kdsl.graph.checkpointer import check_checkpointer_url, redact
+
+        return None if v is None else redact(check_checkpointer_url(v))
 
     @field_validator("author")
     @classmethod

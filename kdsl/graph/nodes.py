@@ -236,7 +236,7 @@ def commit(ctx: SessionContext, state: SessionState) -> dict:
     stats = {v.rule_id: v.stats for v in verdict.rules}
     by_id = {r.id: r for r in RuleSet.load(state["rules_path"])}
     committed = []
-    with RuleMemory(ctx.config.memory, settings=ctx.settings) as memory:
+    with RuleMemory.open(ctx.config.memory, settings=ctx.settings) as memory:
         for rule_id in state["accepted"]:
             rule = by_id[rule_id]
             rule = rule.model_copy(update={

@@ -1,4 +1,4 @@
-"""A discovery session as a LangGraph StateGraph with a SQLite checkpointer per session.
+"""A discovery session as a LangGraph StateGraph, checkpointed after every node (SQLite per session, or PostgreSQL).
 
 prepare (split, features, the decider cross-fitted over k folds) -> discover (one search per fold) -> verify
 (pooled over the folds) -> [review] -> commit -> arbiter (fitted on cross-fitted data) -> evaluate -> report.
@@ -15,14 +15,11 @@ import json
 import logging
 import re
 import secrets
-import sqlite3
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Command
 from pydantic import BaseModel, ConfigDict, Field
@@ -31,6 +28,7 @@ from kdsl import __version__
 from kdsl.agents.arbiter import ArbiterConfig
 from kdsl.config import Settings
 from kdsl.errors import ConfigError
+from kdsl.graph.checkpointer import check_reachable, open_checkpointer, redact
 from kdsl.graph.config import ReviewFn, SessionConfig
 from kdsl.graph.context import ProgressHook, SessionContext
 from kdsl.graph.layout import CHECKPOINTS, CONFIG, DECIDER_DIR, REPORT, read_json, write_json
@@ -87,16 +85,6 @@ def build_session_graph(
     return graph.compile(checkpointer=checkpointer)
 
 
-@contextmanager
-def sqlite_checkpointer(path: str | Path) -> Iterator[SqliteSaver]:
-    """A SQLite checkpointer on one file, closed on exit."""
-    conn = sqlite3.connect(str(path), check_same_thread=False)
-    try:
-        yield SqliteSaver(conn)
-    finally:
-        conn.close()
-
-
 def new_session_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
 
@@ -108,9 +96,11 @@ def run_session(
     session_id: str | None = None,
     on_iteration: ProgressHook | None = None,
     review_fn: ReviewFn | None = None,
+    checkpointer_url: str | None = None,
 ) -> SessionOutcome:
     """Start a session and run it to the end (or to a review with no `review_fn`). Without a task, one child
-    session per task of the data runs under this session's id (see `run_group`)."""
+    session per task of the data runs under this session's id (see `run_group`). `checkpointer_url`: the
+    PostgreSQL URL with its password, when `config.checkpointer` (kept without it) is not enough to connect."""
     from kdsl.data import load_dataset
 
     settings = settings or Settings()
@@ -134,15 +124,18 @@ def run_session(
         from kdsl.data import with_test_file
 
         with_test_file(train, load_dataset(config.test_data, **config.columns))
+    if config.checkpointer is not None:
+        check_reachable(checkpointer_url or config.checkpointer)
     folder.mkdir(parents=True, exist_ok=True)
     head: dict[str, Any] = {"session_id": session_id, "kdsl_version": __version__, "created": time.time(),
                             "config": config.model_dump(mode="json")}
     if config.task is None:
         head["children"] = {t: child_id(session_id, t) for t in tasks}
         write_json(folder / CONFIG, head)
-        return run_group(config, settings, session_id, on_iteration=on_iteration, review_fn=review_fn)
+        return run_group(config, settings, session_id, on_iteration=on_iteration, review_fn=review_fn,
+                         checkpointer_url=checkpointer_url)
     write_json(folder / CONFIG, head)
-    return _drive(config, settings, session_id, on_iteration, review_fn)
+    return _drive(config, settings, session_id, on_iteration, review_fn, checkpointer_url)
 
 
 def child_id(session_id: str, task: str) -> str:
@@ -151,7 +144,8 @@ def child_id(session_id: str, task: str) -> str:
 
 
 def run_group(config: SessionConfig, settings: Settings, session_id: str, *,
-              on_iteration: ProgressHook | None = None, review_fn: ReviewFn | None = None) -> SessionOutcome:
+              on_iteration: ProgressHook | None = None, review_fn: ReviewFn | None = None,
+              checkpointer_url: str | None = None) -> SessionOutcome:
     """Run (or resume) every child session of a group, then join them into one deployable model: the children's
     deciders merged into one folder (one head per task, as each was fitted) with all accepted rules and each
     task's arbiter weight, and one report.json."""
@@ -167,7 +161,7 @@ def run_group(config: SessionConfig, settings: Settings, session_id: str, *,
                                                "created": time.time(), "parent": session_id,
                                                "config": child_config.model_dump(mode="json")})
         logger.info("session %s: task %s (child session %s)", session_id, task, child)
-        outcomes[task] = _drive(child_config, settings, child, on_iteration, review_fn)
+        outcomes[task] = _drive(child_config, settings, child, on_iteration, review_fn, checkpointer_url)
         if outcomes[task].paused:
             return SessionOutcome(session_id=session_id, session_dir=folder, paused=True,
                                   state={"paused_child": child})
@@ -224,21 +218,39 @@ def resume_session(
     *,
     on_iteration: ProgressHook | None = None,
     review_fn: ReviewFn | None = None,
+    checkpointer_url: str | None = None,
 ) -> SessionOutcome:
     """Continue a session (or every child of a group) from its last checkpoint (after a crash, a kill, or a review
-    pause)."""
+    pause). `checkpointer_url`: as for `run_session`."""
     settings = settings or Settings()
     config = load_session_config(session_id, settings)
     if config.task is None:
-        return run_group(config, settings, session_id, on_iteration=on_iteration, review_fn=review_fn)
-    return _drive(config, settings, session_id, on_iteration, review_fn)
+        return run_group(config, settings, session_id, on_iteration=on_iteration, review_fn=review_fn,
+                         checkpointer_url=checkpointer_url)
+    return _drive(config, settings, session_id, on_iteration, review_fn, checkpointer_url)
+
+
+def _checkpointer_url(config: SessionConfig, settings: Settings, session_id: str, given: str | None) -> str | None:
+    """The URL to connect with: the one given (it has the password config.json lacks), else KDSL_CHECKPOINTER
+    when it names the session's database, else the one in config.json; None for a SQLite session."""
+    if config.checkpointer is None:
+        if given is not None:
+            raise ConfigError(f"session {session_id} keeps its checkpoints in its folder's {CHECKPOINTS}, not in "
+                              "a database: resume it without --checkpointer")
+        return None
+    if given is not None:
+        return given
+    if settings.checkpointer is not None and redact(settings.checkpointer) == config.checkpointer:
+        return settings.checkpointer
+    return config.checkpointer
 
 
 def _drive(config: SessionConfig, settings: Settings, session_id: str, on_iteration: ProgressHook | None,
-           review_fn: ReviewFn | None) -> SessionOutcome:
+           review_fn: ReviewFn | None, checkpointer_url: str | None = None) -> SessionOutcome:
     folder = settings.sessions_dir / session_id
     thread = {"configurable": {"thread_id": session_id}}
-    with sqlite_checkpointer(folder / CHECKPOINTS) as saver:
+    with open_checkpointer(_checkpointer_url(config, settings, session_id, checkpointer_url),
+                           folder / CHECKPOINTS) as saver:
         graph = build_session_graph(config, settings, saver, on_iteration=on_iteration)
         snapshot = graph.get_state(thread)
         if not snapshot.values:

@@ -163,6 +163,22 @@ class RuleMemory:
                           / f"http-{host}-{port}.lock")
         return cls(client, embedder, **kwargs)
 
+    @classmethod
+    def open(cls, path: str | Path | None = None, *, settings: Settings | None = None, **kwargs: Any) -> RuleMemory:
+        """The memory the commands use: the folder `path` when given, else the `chroma run` server named by
+        KDSL_MEMORY_URL (`http[s]://host:port`) when set, else `<KDSL_HOME>/memory`."""
+        settings = settings or Settings()
+        if path is not None or settings.memory_url is None:
+            return cls(path, settings=settings, **kwargs)
+        from urllib.parse import urlsplit
+
+        url = urlsplit(settings.memory_url)
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise MemoryStoreError(f"KDSL_MEMORY_URL={settings.memory_url!r}: give the Chroma server as "
+                                   "http://host:port")
+        return cls.connect(url.hostname, url.port or (443 if url.scheme == "https" else 8000),
+                           ssl=url.scheme == "https", settings=settings, **kwargs)
+
     # -- plumbing ---------------------------------------------------------------------------------------------------
     def _open(self) -> None:
         """(Re)open the client (when we own it) and the collection; records the generation it reflects."""

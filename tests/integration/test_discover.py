@@ -4,11 +4,6 @@ a real SIGKILL in the middle of the search followed by `--resume`."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -75,29 +70,9 @@ def test_review_interrupt_keeps_only_what_the_person_keeps(home):
     assert done.state["accepted"] == [] and done.report["accepted_rules"] == []
 
 
-def test_sigkill_in_the_search_then_resume(home, tmp_path):
-    args = ["--data", str(DATA), "--task", TASK, "--iterations", "100000", "--budget-seconds", "6", "--seed", "2",
-            "--no-images", "--decider", "majority", *LOOSE]
-    code = "import sys; from kdsl.cli.discover_cmd import app; sys.argv[0] = 'kdsl-discover'; app()"
-    proc = subprocess.Popen([sys.executable, "-c", code, *args], env={**os.environ, "KDSL_HOME": str(home.home)},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 60
-    progress = None
-    while time.monotonic() < deadline and proc.poll() is None:
-        found = list(home.sessions_dir.glob("*/progress.json")) if home.sessions_dir.exists() else []
-        if found:
-            try:
-                progress = json.loads(found[0].read_text())
-            except ValueError:
-                progress = None
-            if progress and progress["iterations"] >= 20:
-                break
-        time.sleep(0.05)
-    assert proc.poll() is None, f"the session ended before the kill: {proc.stderr.read().decode()[-2000:]}"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    [folder] = list(home.sessions_dir.iterdir())
-    assert not (folder / "verdict.json").exists()  # killed in the search
+def test_sigkill_in_the_search_then_resume(home, kill_in_search):
+    folder = kill_in_search(["--data", str(DATA), "--task", TASK, "--iterations", "100000", "--budget-seconds", "6",
+                             "--seed", "2", "--no-images", "--decider", "majority", *LOOSE])
     killed_at = json.loads((folder / "progress.json").read_text())
     assert not killed_at["finished"] and killed_at["iterations"] >= 20
 

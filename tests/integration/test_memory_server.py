@@ -10,7 +10,9 @@ import time
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from kdsl.cli.main import app
 from kdsl.memory import MemoryStoreError, RuleMemory
 from kdsl.rules import Rule
 from kdsl.tools.embeddings import TextEmbedder
@@ -54,6 +56,23 @@ def test_memory_on_a_chroma_server(server, tmp_path):
     assert memory.get(rule.id) == rule
     assert memory.add(rule).action == "merged" and len(memory) == 1
     assert memory.search("卖完了什么时候再到货", k=1)[0].rule.id == rule.id
+
+
+def test_commands_use_the_server_that_kdsl_memory_url_names(server, tmp_path, monkeypatch):
+    monkeypatch.setenv("KDSL_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("KDSL_MEMORY_URL", f"http://127.0.0.1:{server}")
+    rule = Rule(label="何时上货", task="dialogue_intent", when={"field": "user_text", "any_of": ["补货"]},
+                statement="用户问缺货的商品什么时候补货", status="accepted")
+    with RuleMemory.open(embedder=TextEmbedder()) as memory:
+        assert memory.path is None  # on the server, not in a folder
+        memory.add(rule)
+    listed = CliRunner().invoke(app, ["rules", "list", "--json"])
+    assert listed.exit_code == 0, listed.output
+    assert rule.id in listed.output
+    assert not (tmp_path / "home" / "memory" / "chroma.sqlite3").exists()
+    monkeypatch.setenv("KDSL_MEMORY_URL", "ftp://nowhere")
+    bad = CliRunner().invoke(app, ["rules", "list"])
+    assert bad.exit_code == 2 and "KDSL_MEMORY_URL" in bad.output
 
 
 def test_unreachable_server_is_a_clear_error():
