@@ -19,13 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
-from kdsl.agents.author import AuthorConfig, RuleAuthor
+from kdsl.agents.authors import AuthorConfig, RuleAuthor
 from kdsl.agents.verifier import majority_fallback
 from kdsl.config import Settings
 from kdsl.data import load_dataset
 from kdsl.models import load_backend
 from kdsl.rules import RuleAnalysis, RuleEngine, RuleSet
-from kdsl.search.report import build_error_report
+from kdsl.search.proposer import build_error_report
 from kdsl.tools.features import FeatureTable, SampleFeatures, dialogue_fields
 
 REPO = Path(__file__).resolve().parents[1]

@@ -126,15 +126,10 @@ class Author:
 
     def proposer(self, inputs: TaskInputs, engine: RuleEngine) -> Any:
         """As kdsl.graph.discover.make_proposer builds it, with this benchmark's k, language and reply budget."""
-        if self.spec == "ngram":
-            from kdsl.search import NgramProposer
+        from kdsl.agents.authors import AuthorConfig, AuthorContext, RuleAuthor, make_author, model_free_authors
 
-            return NgramProposer(fields=inputs.fields)
-        if self.spec == "contrast":
-            from kdsl.search import ContrastProposer
-
-            return ContrastProposer(engine, inputs.gold, fields=inputs.fields)
-        from kdsl.agents.author import AuthorConfig, RuleAuthor
+        if self.spec in model_free_authors():
+            return make_author(self.spec, AuthorContext(engine=engine, gold=inputs.gold, fields=inputs.fields))
 
         a = self.args
         return RuleAuthor(self.backend, AuthorConfig(k=a.k, language=a.language, max_tokens=a.max_tokens,

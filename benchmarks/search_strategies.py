@@ -17,10 +17,11 @@ import argparse
 import statistics
 from pathlib import Path
 
+from kdsl.agents.authors import NgramProposer
 from kdsl.agents.verifier import majority_fallback
 from kdsl.data import load_dataset
 from kdsl.rules import RuleEngine, RuleSet
-from kdsl.search import STRATEGIES, NgramProposer, Reward, SearchConfig, build_error_report
+from kdsl.search import STRATEGIES, Reward, SearchConfig, build_error_report
 from kdsl.tools.features import SampleFeatures, dialogue_fields
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "www2025-mdsirc"

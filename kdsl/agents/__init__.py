@@ -1,6 +1,7 @@
-"""The agents: author (writes rules), verifier (scores them), decider and arbiter (decide together)."""
+"""The agents: authors (write rules, `kdsl.agents.authors`), verifier (scores them), decider and arbiter (decide
+together)."""
 
-from kdsl.agents.author import AuthorConfig, RuleAuthor, parse_edits
+from kdsl.agents.authors import AuthorConfig, RuleAuthor, parse_edits
 from kdsl.agents.verifier import RuleVerdict, TaskVerdict, Verdict, Verifier, VerifierConfig, majority_fallback
 
 __all__ = [

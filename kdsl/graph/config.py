@@ -8,8 +8,6 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-MODEL_FREE_AUTHORS = ("contrast", "ngram")
-
 ReviewFn = Callable[[dict[str, Any]], list[str]]  # the interrupt's payload -> the rule ids kept
 
 
@@ -99,7 +97,6 @@ class SessionConfig(BaseModel):
     @field_validator("author")
     @classmethod
     def _author(cls, v: str) -> str:
-        if v not in MODEL_FREE_AUTHORS and ":" not in v:
-            raise ValueError(f"author must be {' or '.join(map(repr, MODEL_FREE_AUTHORS))} or 'backend:model', "
-                             f"got {v!r}")
-        return v
+        from kdsl.agents.authors import check_author_spec
+
+        return check_author_spec(v)

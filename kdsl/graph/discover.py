@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from kdsl.agents.authors import AuthorConfig, AuthorContext, make_author
+from kdsl.agents.authors.mined import label_name_rules, label_terms
 from kdsl.graph.context import Part, SessionContext
 from kdsl.graph.layout import (
     EVENTS,
@@ -39,7 +41,6 @@ from kdsl.search import (
     build_error_report,
     rule_key,
 )
-from kdsl.search.terms import label_name_rules, label_terms
 from kdsl.traces import TraceEvent, TraceLog, digest
 from kdsl.traces.events import truncate
 
@@ -76,22 +77,11 @@ def share(total: float | None, k: int, folds: int) -> float | None:
 
 
 def make_proposer(ctx: SessionContext, state: SessionState, part: Part) -> Any:
-    spec = ctx.config.author
-    fields = ctx.fields()
-    if spec == "ngram":
-        from kdsl.search import NgramProposer
-
-        return NgramProposer(fields=fields)
-    if spec == "contrast":
-        from kdsl.search import ContrastProposer
-
-        return ContrastProposer(part.engine, part.gold, fields=fields)
-    from kdsl.agents.author import AuthorConfig, RuleAuthor
-    from kdsl.models import load_backend
-
-    backend = load_backend(spec, ctx.settings, **({"n_ctx": 4096} if spec.startswith("llama_cpp:") else {}))
-    return RuleAuthor(backend, AuthorConfig(k=ctx.config.k, language=ctx.config.language,
-                                            max_tokens=ctx.config.author_max_tokens))
+    """The session's author (`--author`), built for this part's samples."""
+    cfg = ctx.config
+    return make_author(cfg.author, AuthorContext(
+        engine=part.engine, gold=part.gold, fields=ctx.fields(), settings=ctx.settings,
+        config=AuthorConfig(k=cfg.k, language=cfg.language, max_tokens=cfg.author_max_tokens)))
 
 
 def mine(ctx: SessionContext, state: SessionState, part: Part) -> list[Rule]:

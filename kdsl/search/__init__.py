@@ -1,4 +1,5 @@
-"""Search over rule sets: the reward, the strategies (MCTS, greedy, random edits) and what the author reads."""
+"""Search over rule sets: the reward, the strategies (MCTS, greedy, random edits) and the proposer protocol (what
+an author reads and gives back). The authors themselves live in `kdsl.agents.authors`."""
 
 from kdsl.search.base import (
     ProposerTotals,
@@ -14,19 +15,16 @@ from kdsl.search.base import (
     SearchTimings,
     StopReason,
 )
-from kdsl.search.contrast_proposer import ContrastProposer
 from kdsl.search.greedy import Greedy
 from kdsl.search.mcts import MCTS
-from kdsl.search.ngram_proposer import NgramProposer
+from kdsl.search.proposer import EditProposer, ErrorReport, ExampleView, Proposal, RuleView, build_error_report
 from kdsl.search.random_edits import RandomEdits
-from kdsl.search.report import EditProposer, ErrorReport, ExampleView, Proposal, RuleView, build_error_report
 from kdsl.search.reward import Reward, RewardBreakdown, RewardConfig, rule_key, state_key
 
 STRATEGIES: dict[str, type[SearchStrategy]] = {s.name: s for s in (MCTS, Greedy, RandomEdits)}
 
 __all__ = [
-    "MCTS", "STRATEGIES", "ContrastProposer", "EditProposer", "ErrorReport", "ExampleView", "Greedy",
-    "NgramProposer", "Proposal",
+    "MCTS", "STRATEGIES", "EditProposer", "ErrorReport", "ExampleView", "Greedy", "Proposal",
     "ProposerTotals", "RandomEdits", "ReportFn", "Reward", "RewardBreakdown", "RewardConfig", "RewardFn",
     "RuleView", "SearchConfig", "SearchNode", "SearchProgress", "SearchResult", "SearchRun", "SearchStep",
     "SearchStrategy", "SearchTimings", "StopReason", "build_error_report", "rule_key", "state_key",

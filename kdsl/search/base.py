@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from kdsl.rules.edits import EditOp, RuleEdit, apply_edit
 from kdsl.rules.rule import RuleSet
-from kdsl.search.report import EditProposer, ErrorReport
+from kdsl.search.proposer import EditProposer, ErrorReport
 from kdsl.search.reward import StateKey, state_key
 
 logger = logging.getLogger(__name__)

@@ -22,7 +22,7 @@ from kdsl.search.base import (
     TreeNode,
     derive_seed,
 )
-from kdsl.search.report import EditProposer
+from kdsl.search.proposer import EditProposer
 
 logger = logging.getLogger(__name__)
 

@@ -37,7 +37,8 @@ LAYER_TABLE: tuple[tuple[int, tuple[str, ...], str], ...] = (
     (4, ("search", "memory", "models", "traces"),
      "independent services on rules and tools (MCTS and the proposer protocol, the Chroma memory, model backends, "
      "trace events); siblings, none imports another"),
-    (5, ("agents",), "author, verifier, deciders, arbiter, evaluation: they combine models, rules, search and traces"),
+    (5, ("agents",), "authors (agents/authors: mined, contrast, ngram, LLM; registered by name), verifier, deciders, "
+     "arbiter, evaluation: they combine models, rules, search and traces"),
     (6, ("training",), "post-training and seesaw diagnostics of the deciders that agents defines"),
     (7, ("graph",), "the LangGraph session: orchestrates agents, search and memory; owns the session folder layout"),
     (8, ("report", "serve"),

@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from kdsl.agents.author import AuthorConfig, RuleAuthor, extract_items, parse_edits
-from kdsl.agents.author_prompt import edit_schema, render_prompt
+from kdsl.agents.authors.llm import AuthorConfig, RuleAuthor, extract_items, parse_edits
+from kdsl.agents.authors.prompt import edit_schema, render_prompt
 from kdsl.agents.verifier import majority_fallback
 from kdsl.config import Settings
 from kdsl.data import load_dataset
 from kdsl.rules import Rule, RuleEngine, RuleSet, parse_rule
 from kdsl.rules.edits import apply_edit
-from kdsl.search.report import build_error_report
+from kdsl.search.proposer import build_error_report
 from kdsl.tools.features import FIELDS, SampleFeatures, dialogue_fields
 
 DATA = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "www2025-mdsirc"

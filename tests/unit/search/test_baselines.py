@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from kdsl.agents.authors import NgramProposer
 from kdsl.rules import RuleSet
-from kdsl.search import MCTS, STRATEGIES, Greedy, NgramProposer, RandomEdits, SearchConfig
+from kdsl.search import MCTS, STRATEGIES, Greedy, RandomEdits, SearchConfig
 
 
 def test_greedy_climbs_until_nothing_improves(bench):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from kdsl.agents.authors import ContrastProposer, NgramProposer
 from kdsl.agents.verifier import majority_fallback
 from kdsl.data import SplitConfig, split_dataset
 from kdsl.rules import RuleEngine, RuleSet
@@ -14,7 +15,7 @@ from kdsl.rules.condition import AnyOf
 from kdsl.rules.metrics import score, with_fallback
 from kdsl.rules.normalize import normalize
 from kdsl.rules.rule import Rule
-from kdsl.search import MCTS, ContrastProposer, NgramProposer, SearchConfig, build_error_report
+from kdsl.search import MCTS, SearchConfig, build_error_report
 from kdsl.search.reward import Reward
 from kdsl.tools.features import SampleFeatures, dialogue_fields
 

@@ -8,9 +8,10 @@ from collections import Counter
 
 import pytest
 
+from kdsl.agents.authors import NgramProposer
 from kdsl.rules import AnyOf, Rule, RuleSet
 from kdsl.rules.edits import RuleEdit
-from kdsl.search import MCTS, NgramProposer, SearchConfig
+from kdsl.search import MCTS, SearchConfig
 
 TASK = "dialogue_intent"
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from kdsl.agents.authors.mined import candidate_terms, label_name_rules, label_terms, name_terms
 from kdsl.rules.normalize import normalize
-from kdsl.search.terms import candidate_terms, label_name_rules, label_terms, name_terms
 
 
 def test_english_terms_are_words_and_phrases_never_fragments_or_stopwords():

@@ -1,7 +1,7 @@
 """What the rule author shows a model (the prompt, in the dataset's language) and the JSON shape it asks back.
 
 The reply shape is flat on purpose: small models fill `{"op", "label", "field", "any_of", ...}` far more reliably
-than the nested condition language, which `kdsl.agents.author` builds from it.
+than the nested condition language, which `kdsl.agents.authors.llm` builds from it.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 from kdsl.rules.rule import RuleSet
-from kdsl.search.report import ErrorReport, ExampleView
+from kdsl.search.proposer import ErrorReport, ExampleView
 from kdsl.tools.features import FIELDS
 
 Language = Literal["zh", "en"]

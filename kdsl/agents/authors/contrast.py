@@ -3,7 +3,7 @@ out the example's label across all search samples.
 
 `NgramProposer` draws a substring at random, so most of its rules fire on one sample and never generalise. This
 author looks at every term of the example's text a person would write (a word or two-word phrase in English, a 2-4
-character n-gram of Chinese; see `kdsl.search.terms`), measures on the search split how often a
+character n-gram of Chinese; see `kdsl.agents.authors.mined`), measures on the search split how often a
 sample containing it carries the example's label, and proposes one of the best few by the Wilson lower bound of
 that precision. It is the contrastive keyword mining a person would do by hand, and the default author of
 `kdsl discover` when no model is named: it needs nothing pulled, and an LLM author should beat it.
@@ -17,15 +17,15 @@ from collections.abc import Sequence
 import numpy as np
 from pydantic import ValidationError
 
+from kdsl.agents.authors.mined import candidate_terms
+from kdsl.agents.authors.ngram import CHARS_PER_TOKEN, drop_edits
 from kdsl.rules.analysis import wilson_lower_bound
 from kdsl.rules.condition import MAX_TERMS, AnyOf
 from kdsl.rules.edits import RuleEdit
 from kdsl.rules.engine import RuleEngine
 from kdsl.rules.normalize import normalize
 from kdsl.rules.rule import Provenance, Rule, RuleSet
-from kdsl.search.ngram_proposer import CHARS_PER_TOKEN, drop_edits
-from kdsl.search.report import ErrorReport, Proposal
-from kdsl.search.terms import candidate_terms
+from kdsl.search.proposer import ErrorReport, Proposal
 
 
 class ContrastProposer:

@@ -1,4 +1,5 @@
-"""What the author reads before proposing edits (the error report), and what it must give back (a proposal)."""
+"""The proposer protocol (`EditProposer`): what an author reads before proposing edits (the error report) and what
+it gives back (a proposal)."""
 
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ from kdsl.rules.condition import AnyOf
 from kdsl.rules.edits import RuleEdit
 from kdsl.rules.normalize import normalize
 from kdsl.rules.rule import Provenance, Rule, RuleSet
-from kdsl.search.report import ErrorReport, Proposal
+from kdsl.search.proposer import ErrorReport, Proposal
 
 CHARS_PER_TOKEN = 4
 

@@ -17,14 +17,14 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from kdsl.agents.author_prompt import Language, edit_schema, prompt_fields, render_prompt
+from kdsl.agents.authors.prompt import Language, edit_schema, prompt_fields, render_prompt
 from kdsl.errors import ModelError, RuleSyntaxError
 from kdsl.models.base import Generation, Message, ModelBackend
 from kdsl.rules.condition import MAX_REGEX_CHARS, MAX_TERM_CHARS, MAX_TERMS, compile_regex
 from kdsl.rules.edits import RuleEdit
 from kdsl.rules.normalize import normalize
 from kdsl.rules.rule import Rule, RuleSet, parse_rule
-from kdsl.search.report import ErrorReport, Proposal
+from kdsl.search.proposer import ErrorReport, Proposal
 from kdsl.tools.features import FIELDS
 
 logger = logging.getLogger(__name__)
