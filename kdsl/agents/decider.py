@@ -167,11 +167,11 @@ class Decider:
         self.backend = backend
         self.card = card
         self.folder = folder
-        self.calibration = Calibration(temperatures={})
+        self.calibration_ = Calibration(temperatures={})
         self._cache: OrderedDict[str, dict[str, float]] = OrderedDict()
         if folder is not None:
             if (folder / CALIBRATION).is_file():
-                self.calibration = Calibration.model_validate_json((folder / CALIBRATION).read_text("utf-8"))
+                self.calibration_ = Calibration.model_validate_json((folder / CALIBRATION).read_text("utf-8"))
             self._cache = _read_cache(folder / SCORE_CACHE)
         self.cache_limit = cache_limit
 
@@ -257,7 +257,7 @@ class Decider:
         scores = self.log_likelihoods(samples, features, progress)
         out = []
         for sample, s in zip(samples, scores, strict=True):
-            t = self.calibration.temperatures.get(sample.task, 1.0)
+            t = self.calibration_.temperatures.get(sample.task, 1.0)
             out.append(LabelDistribution(sample_id=sample.id, task=sample.task, labels=self.candidates(sample),
                                          probs=tuple(float(p) for p in softmax(s, t))))
         return out
@@ -269,8 +269,9 @@ class Decider:
     def calibrate(
         self, dataset: Dataset, features: FeatureTable | dict[str, SampleFeatures],
         progress: Callable[[int], None] | None = None,
-    ) -> Calibration:
-        """Fit one temperature per task on labeled samples (the verify split) and keep it in the folder."""
+    ) -> Decider:
+        """Fit one temperature per task on labeled samples (the verify split) into `calibration_`, kept in the
+        folder; returns self."""
         labeled = [s for s in dataset.samples if s.label is not None]
         scores = self.log_likelihoods(labeled, features, progress)
         temps, before, after, counts = {}, {}, {}, {}
@@ -281,10 +282,10 @@ class Decider:
                 continue
             t, b, a = fit_temperature([r[0] for r in rows], [r[1] for r in rows])
             temps[task], before[task], after[task], counts[task] = t, b, a, len(rows)
-        self.calibration = Calibration(temperatures=temps, nll_before=before, nll_after=after, n=counts)
+        self.calibration_ = Calibration(temperatures=temps, nll_before=before, nll_after=after, n=counts)
         if self.folder is not None:
-            write_json_atomic(self.folder / CALIBRATION, self.calibration.model_dump(mode="json"))
-        return self.calibration
+            write_json_atomic(self.folder / CALIBRATION, self.calibration_.model_dump(mode="json"))
+        return self
 
 
 def _read_cache(path: Path) -> OrderedDict[str, dict[str, float]]:

@@ -193,7 +193,7 @@ def evaluate(
         n={t: sum(1 for s in labeled if s.task == t) for t in tasks},
         n_rules={t: len(rules.for_task(t)) for t in tasks},
         stack_weights=dict(arbiters[together("stacked")].weights_) if together("stacked") in arbiters else {},
-        temperatures=dict(decider.calibration.temperatures),
+        temperatures=dict(decider.calibration_.temperatures),
         modes=modes, results=tuple(results), overall=overall, comparisons=tuple(comparisons),
         decisions=tuple(stacked),
     )

@@ -165,7 +165,7 @@ class FeatureDecider:
         self.trained_ids_ = tuple(s.id for s in labeled)
         self._card = None
         self.fit_seconds_ = time.perf_counter() - start
-        self.calibration = Calibration(temperatures={t: h.temperature for t, h in self.heads_.items()},
+        self.calibration_ = Calibration(temperatures={t: h.temperature for t, h in self.heads_.items()},
                                        n={t: h.n for t, h in self.heads_.items()})
         return self
 
@@ -310,10 +310,10 @@ class FeatureDecider:
                                              probs=tuple(float(x) for x in p / p.sum())))
         return out
 
-    def calibrate(self, *_: Any, **__: Any) -> Calibration:
-        """Already calibrated at fit time, on out-of-fold predictions; returns that calibration."""
+    def calibrate(self, *_: Any, **__: Any) -> FeatureDecider:
+        """Already calibrated at fit time, on out-of-fold predictions (`calibration_`); returns self."""
         self._check_fitted()
-        return self.calibration
+        return self
 
     def close(self) -> None:
         """Nothing to release (interface parity with deciders that hold a model server)."""
@@ -395,7 +395,7 @@ class FeatureDecider:
         decider.provenance = {k: v for k, v in record.items() if k not in learned}
         decider.trained_ids_ = tuple(record.get("trained_ids", ()))
         decider.fit_seconds_ = float(record.get("fit_seconds", 0.0))
-        decider.calibration = Calibration(temperatures={t: h.temperature for t, h in decider.heads_.items()},
+        decider.calibration_ = Calibration(temperatures={t: h.temperature for t, h in decider.heads_.items()},
                                           n={t: h.n for t, h in decider.heads_.items()})
         decider.folder = folder
         return decider
@@ -422,7 +422,7 @@ def merge_deciders(deciders: Sequence[FeatureDecider], name: str) -> FeatureDeci
     merged.trained_ids_ = tuple(i for d in deciders for i in d.trained_ids_)
     merged.fit_seconds_ = sum(d.fit_seconds_ for d in deciders)
     merged.provenance = {**first.provenance, "tasks": list(merged.heads_)}
-    merged.calibration = Calibration(temperatures={t: h.temperature for t, h in merged.heads_.items()},
+    merged.calibration_ = Calibration(temperatures={t: h.temperature for t, h in merged.heads_.items()},
                                      n={t: h.n for t, h in merged.heads_.items()})
     return merged
 

@@ -109,7 +109,7 @@ def _load_decider(folder: Path, settings: Any, backend: str | None, backend_opti
                            "adapter=NAME", spec, folder / card.adapter)
     decider = Decider(load_backend(spec, settings, **options), card, folder=None)
     if (folder / CALIBRATION).is_file():
-        decider.calibration = Calibration.model_validate_json((folder / CALIBRATION).read_text(encoding="utf-8"))
+        decider.calibration_ = Calibration.model_validate_json((folder / CALIBRATION).read_text(encoding="utf-8"))
     else:
         logger.warning("decider %s is not calibrated (no %s): probabilities use temperature 1", card.name, CALIBRATION)
     return decider
@@ -243,7 +243,7 @@ class Predictor:
             backend=backend, adapter=model.info.adapter if model is not None else None,
             policy=self.arbiter.config.policy, tasks=card.tasks, rules=len(self.rules),
             rules_source=self.rules_source, verify_stats=any(r.stats is not None for r in self.rules.rules),
-            images=self.images, calibrated=bool(self.decider.calibration.temperatures),
+            images=self.images, calibrated=bool(self.decider.calibration_.temperatures),
         )
 
     # --- prediction ---------------------------------------------------------------------------------------

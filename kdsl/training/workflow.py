@@ -14,14 +14,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
-# Collaboration, ArbiterState, COLLABORATION_FILE, decider_folder and deciders_dir live in kdsl.agents (the
-# predictor reads them, and agents do not import training); imported from here too, as before.
-from kdsl.agents.collaboration import COLLABORATION_FILE as COLLABORATION_FILE
-from kdsl.agents.collaboration import ArbiterState as ArbiterState
-from kdsl.agents.collaboration import Collaboration as Collaboration
+from kdsl.agents.collaboration import ArbiterState, Collaboration
 from kdsl.agents.decider import Calibration, Decider, DeciderCard
-from kdsl.agents.decider import decider_folder as decider_folder
-from kdsl.agents.decider import deciders_dir as deciders_dir
 from kdsl.agents.decider_kinds import default_encoders, load_decider
 from kdsl.agents.evaluation import EvaluationReport, evaluate, fit_arbiters, search_fallback, with_verify_stats
 from kdsl.agents.feature_decider import FeatureDecider, FeatureDeciderConfig
@@ -96,8 +90,7 @@ def train_and_calibrate(
     card.model_copy(update={"training": {**card.training, "data_path": data_file,
                                          "images": images, "tasks": list(prepared.dataset.tasks)}}).save(folder)
     decider = Decider.load(folder, settings)
-    calibration = decider.calibrate(prepared.part("verify"), prepared.features, progress)
-    return result, calibration
+    return result, decider.calibrate(prepared.part("verify"), prepared.features, progress).calibration_
 
 
 def fit_features_decider(
@@ -133,7 +126,7 @@ def load_trained(folder: Path, settings: Settings, *, progress: bool = True, thr
 def fit_collaboration(decider: Decider | FeatureDecider, prepared: PreparedData, rules: RuleSet,
                       progress: Progress | None = None) -> Collaboration:
     """Measure the rules on verify and fit the arbiters there (calibrating the decider first if needed)."""
-    if not decider.calibration.temperatures:
+    if not decider.calibration_.temperatures:
         decider.calibrate(prepared.part("verify"), prepared.features, progress)
     rules = RuleSet(rules=tuple(r for r in rules.rules if r.task in decider.card.tasks))
     rules = with_verify_stats(rules, prepared.part("verify"), prepared.features)
