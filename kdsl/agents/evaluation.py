@@ -89,9 +89,7 @@ def fired_rules(rules: Sequence[Rule], samples: Sequence[Sample], features: Feat
     """For each sample, the rules that fire on it (rules of other tasks never do)."""
     if not rules or not samples:
         return [[] for _ in samples]
-    engine = RuleEngine([features[s.id] for s in samples], [s.task for s in samples])
-    matrix = engine.fire_matrix(list(rules))
-    return [[r for r, f in zip(rules, row, strict=True) if f] for row in matrix]
+    return RuleEngine([features[s.id] for s in samples], [s.task for s in samples]).fired(rules)
 
 
 def with_verify_stats(rules: RuleSet, verify: Dataset, features: Features) -> RuleSet:

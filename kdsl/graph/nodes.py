@@ -309,7 +309,7 @@ def evaluate(ctx: SessionContext, state: SessionState) -> dict:
     base = [d.best for d in dists]
     weights = read_json(folder / ARBITER)["weights"] if (folder / ARBITER).exists() else {}
     arbiter = Arbiter(ArbiterConfig(policy="stacked"), weights)
-    decisions = arbiter.decide_all(dists, [[rules[j] for j in np.flatnonzero(row)] for row in fired])
+    decisions = arbiter.decide_all(dists, part.engine.fired(rules))
     together = [d.label for d in decisions]
     boot = paired_bootstrap(part.gold, together, base, seed=cfg.seed)
     per_rule = []

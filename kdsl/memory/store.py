@@ -556,8 +556,7 @@ class RuleMemory:
         rules = self.list(task=task, status="accepted")
         if not rules:
             return []
-        fired = RuleEngine([features], [task]).fire_matrix(rules)[0]
-        return [r for r, f in zip(rules, fired, strict=True) if f]
+        return RuleEngine([features], [task]).fired(rules)[0]
 
     def lineage(self, rule_id: str) -> list[Rule]:
         """The versions of a rule, oldest first: back through `origin.parent`, forward through the versions that

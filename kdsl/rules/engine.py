@@ -179,6 +179,14 @@ class RuleEngine:
             return np.zeros((len(self.ids), 0), dtype=bool)
         return np.stack([self.fires(r) for r in rules], axis=1)
 
+    def fired(self, rules: Sequence[Rule]) -> list[list[Rule]]:
+        """For each sample, the rules that fire on it, in the given order (rules of other tasks never do): the one
+        answer to "which rules fire here" that evaluation, prediction, the memory and the report share."""
+        rules = list(rules)
+        if not rules:
+            return [[] for _ in range(len(self.ids))]
+        return [[r for r, f in zip(rules, row, strict=True) if f] for row in self.fire_matrix(rules)]
+
     def applicable(self, rules: Sequence[Rule]) -> np.ndarray:
         """(n, r) bool: sample i is of rule j's task."""
         if not rules:

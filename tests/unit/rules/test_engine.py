@@ -66,6 +66,11 @@ def test_engine_equals_plain_evaluation_on_real_data(mdsirc, dialogue_features):
     assert not fired[[s.task == "image_scene" for s in mdsirc.samples]].any()  # a rule stays in its task
     # cached re-scoring returns the same matrix
     assert (engine.fire_matrix(rules) == fired).all()
+    # the per-sample lists say the same, in the rules' order
+    per_sample = engine.fired(rules)
+    assert [[id(r) for r in row] for row in per_sample] == [[id(rules[j]) for j in np.flatnonzero(row)]
+                                                            for row in fired]
+    assert engine.fired([]) == [[] for _ in range(705)]
 
 
 def test_predict_takes_the_most_confident_firing_rule(dialogue_features, mdsirc):
