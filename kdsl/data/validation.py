@@ -36,11 +36,22 @@ def image_problem(path: str) -> tuple[str, str] | None:
     try:
         with Image.open(p) as im:
             im.verify()
+            fmt = im.format
     except Image.DecompressionBombError as e:
         return "image_too_large", f"image file {path} is too large to decode ({e})"
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         return "corrupt_image", f"image file {path} cannot be decoded ({e})"
+    if fmt == "JPEG" and not _ends_like_a_jpeg(p):
+        # verify() reads only a JPEG's header; a file cut short (a failed copy or download) passes it and fails
+        # later, in OCR. A whole JPEG ends with the end-of-image marker (some writers pad a few bytes after it).
+        return "corrupt_image", f"image file {path} is cut short (no JPEG end-of-image marker)"
     return None
+
+
+def _ends_like_a_jpeg(path: Path) -> bool:
+    with path.open("rb") as f:
+        f.seek(max(0, path.stat().st_size - 1024))
+        return b"\xff\xd9" in f.read()
 
 
 def validate_samples(

@@ -106,6 +106,7 @@ def test_broken_json_names_the_file(tmp_path):
     [
         ("missing_image", "missing_image", "does not exist"),
         ("corrupt_image", "corrupt_image", "cannot be decoded"),
+        ("truncated_jpeg", "corrupt_image", "cut short"),
         ("empty_dialogue", "empty_dialogue", "no text and no image"),
         ("unknown_label", "unknown_label", "not among the 23 candidate labels"),
         ("duplicate_id", "duplicate_id", "appears more than once"),
@@ -120,6 +121,9 @@ def test_bad_items_raise_or_are_skipped_and_counted(mdsirc_path, tmp_path, break
         (tmp_path / "images" / bad["image"][0]).unlink()
     elif breakage == "corrupt_image":
         (tmp_path / "images" / bad["image"][0]).write_bytes(b"\xff\xd8 not really a jpeg")
+    elif breakage == "truncated_jpeg":  # a real image cut in half: its header still reads
+        path = tmp_path / "images" / bad["image"][0]
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     elif breakage == "empty_dialogue":
         start, end = "<用户与客服的对话 START>\n", "<用户与客服的对话 END>"
         head, rest = bad["instruction"].split(start)
