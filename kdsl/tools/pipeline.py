@@ -16,11 +16,12 @@ def default_builder(
 ) -> FeatureBuilder:
     """A FeatureBuilder whose tools share `<KDSL_HOME>/cache/features.sqlite`.
 
-    `images=False` leaves image_text and image_labels empty (text-only data, or a quick look).
+    `images=False` leaves image_text and image_labels empty (text-only data, or a quick look). The OCR engine is
+    `settings.ocr_engine` (KDSL_OCR_ENGINE).
     """
     cache = FeatureCache(settings.cache_dir / CACHE_FILE)
     return FeatureBuilder(
-        ocr=OcrTool(cache) if images else None,
+        ocr=OcrTool(cache, engine=settings.ocr_engine) if images else None,
         labeler=VisualLabeler(cache) if images else None,
         progress=progress,
         skip_errors=skip_errors,

