@@ -41,7 +41,7 @@ ARGS = ["--data", str(DATA), "--task", TASK, "--author", "ngram", "--iterations"
         "--min-support", "1", "--min-precision-lower", "0.15", "--target-precision", "0", "--decider", "majority"]
 CLI = "import sys; from kdsl.cli.discover_cmd import app; sys.argv[0] = 'kdsl-discover'; app()"
 GENERATION = "kdsl-memory.generation"  # kdsl.memory.store._GENERATION_FILE
-WAIT = 60.0
+WAIT = 240.0  # a bound for a stuck session, generous for a loaded CI machine (it is not a timing)
 
 
 def _discover(home: Settings, *args: str, stdout=subprocess.DEVNULL) -> subprocess.Popen:
