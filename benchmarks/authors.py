@@ -52,7 +52,8 @@ def run(args: argparse.Namespace) -> list[dict]:
     rows = []
     inputs = {task: task_inputs(task, args.features) for task in args.tasks}
     for pack in args.packs:
-        backend = load_backend(f"llama_cpp:{pack}", settings, n_ctx=args.n_ctx)
+        backend = load_backend(f"llama_cpp:{pack}", settings, n_ctx=args.n_ctx,
+                               **({"threads": args.threads} if args.threads else {}))
         author = RuleAuthor(backend, AuthorConfig(k=args.k, max_tokens=args.max_tokens,
                                                   temperature=args.temperature, language="zh"))
         for task in args.tasks:
@@ -87,6 +88,7 @@ def run(args: argparse.Namespace) -> list[dict]:
                 "prompt_tokens": float(np.mean([c[0] for c in calls])),
                 "completion_tokens": float(np.mean([c[1] for c in calls])),
                 "seconds_per_call": float(np.mean([c[2] for c in calls])),
+                "median_seconds_per_call": float(np.median([c[2] for c in calls])),
                 "examples": [{"label": r.label, "when": r.when.render(), "support": s.support,
                               "precision": round(s.precision, 3)} for r, s in zip(rules, stats, strict=True)][:12],
             })
@@ -96,14 +98,15 @@ def run(args: argparse.Namespace) -> list[dict]:
 
 def table(rows: list[dict]) -> str:
     head = ("| pack | task | calls | kept/written | valid | labels | firing | prec (firing) | supp (firing) | "
-            "p>=.5&s>=3 | prompt tok | compl tok | s/call | dropped | repaired |")
+            "p>=.5&s>=3 | prompt tok | compl tok | s/call | median s/call | dropped | repaired |")
     out = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         out.append(
             f"| {r['pack']} | {r['task']} | {r['calls']} | {r['kept']}/{r['written']} | {r['valid_rate']:.2f} | "
             f"{r['distinct_labels']} | {r['firing']} | {r['mean_precision_firing']:.2f} | "
             f"{r['mean_support_firing']:.1f} | {r['good_rules']} | {r['prompt_tokens']:.0f} | "
-            f"{r['completion_tokens']:.0f} | {r['seconds_per_call']:.1f} | {r['invalid']} | {r['repaired']} |")
+            f"{r['completion_tokens']:.0f} | {r['seconds_per_call']:.1f} | {r['median_seconds_per_call']:.1f} | "
+            f"{r['invalid']} | {r['repaired']} |")
     return "\n".join(out)
 
 
@@ -117,6 +120,7 @@ def main() -> None:
     p.add_argument("--temperature", type=float, default=0.7)
     p.add_argument("--examples", type=int, default=8, help="examples of each kind in the error report")
     p.add_argument("--n-ctx", type=int, default=4096)
+    p.add_argument("--threads", type=int, default=None, help="llama.cpp threads (default: its own choice)")
     p.add_argument("--features", type=Path, default=REPO / "runs" / "mdsirc-features.jsonl")
     p.add_argument("--json", type=Path, default=None, help="also write the rows here")
     args = p.parse_args()

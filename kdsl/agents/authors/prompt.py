@@ -26,7 +26,8 @@ _TEXT: dict[str, dict[str, str]] = {
     "zh": {
         "system": "你是规则编写助手。你为分类任务编写可解释的关键词规则："
                   "当某个字段包含某些关键词时，预测某个标签。只输出 JSON。",
-        "task": "任务：{task}（当前加权 F1 {f1:.2f}）",
+        "task": "任务：{task}",
+        "score": "当前加权 F1：{f1:.2f}",
         "labels": "标签：",
         "fields": "字段：user_text=用户的话，last_user_text=用户最后一句，agent_text=客服的话，"
                   "image_text=图片中的文字，image_title=截图顶部标题栏的文字，image_bottom=截图底部按钮栏的文字，"
@@ -51,7 +52,8 @@ _TEXT: dict[str, dict[str, str]] = {
     "en": {
         "system": "You write interpretable keyword rules for a classification task: when a field contains some "
                   "keywords, predict a label. Output JSON only.",
-        "task": "Task: {task} (current weighted F1 {f1:.2f})",
+        "task": "Task: {task}",
+        "score": "Current weighted F1: {f1:.2f}",
         "labels": "Labels: ",
         "fields": "Fields: user_text=what the user said, last_user_text=the user's last turn, agent_text=what the "
                   "agent said, image_text=text in the images, image_title=text in a screenshot's title band, "
@@ -135,8 +137,10 @@ def render_prompt(
     """
     w = _TEXT[language]
     own = [r for r in rules.rules if r.task == report.task]
-    lines = [w["task"].format(task=report.task, f1=report.scores.weighted_f1), w["labels"] + ", ".join(report.labels),
-             w["fields"]]
+    # What stays the same from call to call comes first (task, labels, fields), so llama.cpp reuses its KV cache
+    # for that prefix and evaluates only the part that changed (the score, the rules, the examples).
+    lines = [w["task"].format(task=report.task), w["labels"] + ", ".join(report.labels), w["fields"],
+             w["score"].format(f1=report.scores.weighted_f1)]
     if report.rules:
         lines.append(w["rules"])
         lines += [f"- {r.rule_id} | {r.label} | {r.condition} | {r.support} | {r.precision:.2f}" for r in report.rules]
