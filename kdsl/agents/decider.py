@@ -21,13 +21,13 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from kdsl._internal._atomic import write_json_atomic
+from kdsl._internal.hashing import digest
 from kdsl.agents.decider_prompt import PromptConfig, build_messages
 from kdsl.config import resolve_session
 from kdsl.data.sample import Dataset, Sample
 from kdsl.errors import ConfigError, ModelError
 from kdsl.models.base import ModelBackend
 from kdsl.tools.features import FeatureTable, SampleFeatures
-from kdsl.traces.events import digest
 
 if TYPE_CHECKING:
     from kdsl.config import Settings

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from kdsl._internal.hashing import digest
 from kdsl.agents.authors import AuthorConfig, AuthorContext, make_author
 from kdsl.agents.authors.mined import label_name_rules, label_terms
 from kdsl.graph.context import Part, SessionContext
@@ -41,7 +42,7 @@ from kdsl.search import (
     build_error_report,
     rule_key,
 )
-from kdsl.traces import TraceEvent, TraceLog, digest
+from kdsl.traces import TraceEvent, TraceLog
 from kdsl.traces.events import truncate
 
 logger = logging.getLogger(__name__)

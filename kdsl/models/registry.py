@@ -26,10 +26,10 @@ from filelock import FileLock
 from pydantic import BaseModel, ConfigDict, Field
 
 from kdsl._internal._atomic import write_text_atomic
+from kdsl._internal.hashing import sha256_file
 from kdsl.config import Settings
 from kdsl.errors import ModelError
 from kdsl.models.packs import PACKS, Pack, PackPart
-from kdsl.tools.cache import sha256_file
 
 logger = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ text embeddings, all cached on disk by content hash. Models load on first use.""
 from __future__ import annotations
 
 from kdsl.tools.builder import BuildReport, FeatureBuilder, ImageFailure, build_features
-from kdsl.tools.cache import FeatureCache, sha256_file
+from kdsl.tools.cache import FeatureCache
 from kdsl.tools.embeddings import TextEmbedder
 from kdsl.tools.features import FIELDS, FeatureTable, FieldName, SampleFeatures, dialogue_fields
 from kdsl.tools.ocr import OcrResult, OcrTool
@@ -27,5 +27,4 @@ __all__ = [
     "build_features",
     "dialogue_fields",
     "imagenet_classes",
-    "sha256_file",
 ]

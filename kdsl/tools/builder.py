@@ -7,9 +7,9 @@ from collections.abc import Iterable
 
 from pydantic import BaseModel, ConfigDict
 
+from kdsl._internal.hashing import sha256_file
 from kdsl.data.sample import Dataset, Sample
 from kdsl.errors import FeatureError
-from kdsl.tools.cache import sha256_file
 from kdsl.tools.features import SEPARATOR, FeatureTable, SampleFeatures, dialogue_fields
 from kdsl.tools.layout import image_size, layout_of
 from kdsl.tools.ocr import OcrTool

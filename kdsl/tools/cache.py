@@ -6,7 +6,6 @@ never serves a stale value, and renaming or moving a file never forces a recompu
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import logging
@@ -42,23 +41,6 @@ CREATE TABLE IF NOT EXISTS features (
 _BUSY_TIMEOUT_MS = 60_000
 # SQLite's default limit on bound parameters is 999 on old builds; stay well under it.
 _CHUNK = 400
-
-
-def sha256_file(path: str | Path, *, chunk_size: int = 1 << 20) -> str:
-    """Hex sha256 of a file's bytes. Raises FeatureError naming the file when it cannot be read."""
-    h = hashlib.sha256()
-    try:
-        with open(path, "rb") as f:
-            while block := f.read(chunk_size):
-                h.update(block)
-    except OSError as e:
-        raise FeatureError(f"{path}: cannot read file ({e.strerror or e})") from e
-    return h.hexdigest()
-
-
-def sha256_text(text: str) -> str:
-    """Hex sha256 of a string's UTF-8 bytes."""
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def _encode(value: Any) -> tuple[str, bytes]:

@@ -10,8 +10,9 @@ from typing import Any, Literal
 
 import numpy as np
 
+from kdsl._internal.hashing import sha256_text
 from kdsl.errors import FeatureError
-from kdsl.tools.cache import FeatureCache, sha256_text
+from kdsl.tools.cache import FeatureCache
 
 logger = logging.getLogger(__name__)
 

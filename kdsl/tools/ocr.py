@@ -11,8 +11,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, computed_field
 
+from kdsl._internal.hashing import sha256_file
 from kdsl.errors import FeatureError
-from kdsl.tools.cache import FeatureCache, sha256_file
+from kdsl.tools.cache import FeatureCache
 from kdsl.tools.images import open_rgb
 from kdsl.tools.ocr_engines import DEFAULT_ENGINE, ENGINES, get_engine
 

@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
+from kdsl._internal.hashing import sha256_file
 from kdsl.errors import FeatureError
-from kdsl.tools.cache import FeatureCache, sha256_file
+from kdsl.tools.cache import FeatureCache
 from kdsl.tools.images import open_rgb
 
 if TYPE_CHECKING:

@@ -1,5 +1,5 @@
 """Session traces: what each node and agent did, as append-only JSONL events."""
 
-from kdsl.traces.events import TraceEvent, TraceLog, digest
+from kdsl.traces.events import TraceEvent, TraceLog
 
-__all__ = ["TraceEvent", "TraceLog", "digest"]
+__all__ = ["TraceEvent", "TraceLog"]

@@ -2,25 +2,16 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import time
 from pathlib import Path
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 logger = logging.getLogger(__name__)
 
 MAX_OUTPUT_CHARS = 2000
-
-
-def digest(value: Any) -> str:
-    """A short, stable digest of an input (text, or anything JSON can write), to tell prompts apart."""
-    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
 def truncate(text: str, limit: int = MAX_OUTPUT_CHARS) -> str:

@@ -12,8 +12,9 @@ import sys
 import numpy as np
 import pytest
 
+from kdsl._internal.hashing import sha256_file
 from kdsl.errors import FeatureError
-from kdsl.tools.cache import FeatureCache, sha256_file
+from kdsl.tools.cache import FeatureCache
 from kdsl.tools.images import open_rgb
 
 

@@ -7,9 +7,10 @@ import re
 
 import pytest
 
+from kdsl._internal.hashing import sha256_file
 from kdsl.config import Settings
 from kdsl.errors import FeatureError
-from kdsl.tools.cache import FeatureCache, sha256_file
+from kdsl.tools.cache import FeatureCache
 from kdsl.tools.layout import image_size, layout_of
 from kdsl.tools.ocr import TOOL, OcrLine, OcrResult, OcrTool, reading_order
 from kdsl.tools.pipeline import default_builder
