@@ -151,10 +151,30 @@ def verdict_rules(verdict: dict[str, Any] | None) -> list[dict[str, Any]]:
 
 
 
+def _saved_test(s: SessionFiles) -> PredictionsOnTest | None:
+    """What the evaluate node of a cross-fitted session wrote, when every piece is there; else None."""
+    try:
+        saved = json.loads((s.folder / "test_predictions.json").read_text(encoding="utf-8"))
+        per_rule = {r["id"]: (int(r["test_support"]), int(r["test_correct"]))
+                    for r in (s.evaluation or {})["per_rule"]}
+        gold, rules, together = list(saved["gold"]), list(saved["rules"]), list(saved["together"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # an older session, or a damaged file: recompute
+    accepted, note = s.accepted_ids()
+    if not set(accepted) <= set(per_rule) or not len(gold) == len(rules) == len(together):
+        return None
+    return PredictionsOnTest(gold, rules, together, "the session's decider, under the fitted arbiter",
+                             {i: per_rule[i] for i in accepted}, note)
+
+
 def _recompute_test(s: SessionFiles) -> PredictionsOnTest:
-    """Predict the test split as the evaluate node did: accepted rules ranked by their verify Wilson lower bound,
-    where none fires the session decider's label (decider_predictions.json) or, without one, the majority label of
-    the search split."""
+    """The test split's predictions: as the evaluate node wrote them (test_predictions.json, with each rule's test
+    hits in evaluation.json), or for an older session recomputed as its evaluate node did: accepted rules ranked by
+    their verify Wilson lower bound, where none fires the session decider's label (decider_predictions.json) or,
+    without one, the majority label of the search split."""
+    saved = _saved_test(s)
+    if saved is not None:
+        return saved
     from kdsl.agents.verifier import majority_fallback
     from kdsl.data.splits import Split
     from kdsl.rules import RuleEngine, with_fallback
