@@ -63,7 +63,7 @@ def make_author(spec: str, context: AuthorContext) -> EditProposer:
     """The author `spec` names, built for these samples: a registered one, or the LLM author over `backend:model`
     (llama.cpp packs get a 4096-token context: the error report and a few edits fit)."""
     if spec in _AUTHORS:
-        return _AUTHORS[check_author_spec(spec)](context)
+        return _AUTHORS[spec](context)
     check_author_spec(spec)
     from kdsl.models import load_backend
 
