@@ -6,16 +6,13 @@ import json
 
 import pytest
 
-from kdsl.config import Settings
 from kdsl.graph import SessionConfig, run_session
-from kdsl.models import pull
 
 pytestmark = pytest.mark.slow
 
 
-def test_session_with_the_smollm2_author(mdsirc_path, tmp_path):
-    settings = Settings(home=tmp_path)
-    pull("smollm2-135m-instruct", settings, progress=False)
+def test_session_with_the_smollm2_author(mdsirc_path, home_with_packs):
+    settings = home_with_packs()
     config = SessionConfig(data=mdsirc_path, task="dialogue_intent", author="llama_cpp:smollm2-135m-instruct",
                            iterations=1, k=2, author_max_tokens=400, images=False, seed=0, decider="majority",
                            folds=3)  # one fold searches; the nested estimate adds two inner searches

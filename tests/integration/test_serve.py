@@ -3,7 +3,7 @@
 The decider folder is built here: a card for the SmolLM2 pack over four dialogue-intent labels, and a
 collaboration (the example rules with statistics measured on the MDSIRC dialogues, and arbiters for each policy).
 Requests go through FastAPI's TestClient, which runs the app's lifespan and model worker thread as uvicorn does.
-Set KDSL_TEST_HOME to reuse the pulled pack and the feature cache between runs.
+Set KDSL_TEST_HOME to reuse the pulled pack between runs.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import base64
 import io
 import json
 import logging
-import os
 import random
 import re
 from pathlib import Path
@@ -30,7 +29,6 @@ from kdsl.agents.predictor import Predictor
 from kdsl.cli.main import app as cli
 from kdsl.config import Settings
 from kdsl.data import Dataset, Sample, save_jsonl
-from kdsl.models import pull
 from kdsl.rules import RuleSet
 from kdsl.serve import ServeLimits, create_app
 from kdsl.tools.pipeline import default_builder
@@ -49,11 +47,8 @@ LIMITS = ServeLimits(max_samples=4, max_images=2, max_image_bytes=200_000, max_i
 
 
 @pytest.fixture(scope="module")
-def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    home = os.environ.get("KDSL_TEST_HOME")
-    settings = Settings(home=Path(home) if home else tmp_path_factory.mktemp("kdsl_home"))
-    pull(SMOLLM2, settings, progress=False, keep_downloads=True)
-    return settings
+def settings(home_with_packs) -> Settings:
+    return home_with_packs()  # SmolLM2, shared by the test run
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,6 @@ from kdsl.agents.decider import Decider, DeciderCard
 from kdsl.cli.main import app
 from kdsl.config import Settings
 from kdsl.data import Dataset, save_jsonl
-from kdsl.models import pull
 from kdsl.rules import Rule, RuleSet
 from kdsl.rules.condition import AnyOf
 from kdsl.tools.features import FeatureTable, SampleFeatures, dialogue_fields
@@ -29,11 +28,8 @@ TASK = "dialogue_intent"
 
 
 @pytest.fixture(scope="module")
-def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    home = os.environ.get("KDSL_TEST_HOME")
-    s = Settings(home=Path(home) if home else tmp_path_factory.mktemp("kdsl_home"))
-    pull(SMOLLM2, s, progress=False)
-    return s
+def settings(home_with_packs) -> Settings:
+    return home_with_packs()  # SmolLM2 and its transformers conversion, shared by the test run
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +100,7 @@ def test_train_and_eval_commands(settings, small, tmp_path, monkeypatch):
     runner = CliRunner()
     name = f"test-{os.getpid()}"
     got = runner.invoke(app, ["train", "--data", str(data), "--kind", "lora", "--model", SMOLLM2, "--name", name,
-                              "--epochs", "2",
+                              "--epochs", "1",
                               "--batch-size", "4", "--layers-fraction", "1", "--learning-rate", "0.002",
                               "--no-images"])
     assert got.exit_code == 0, got.output

@@ -4,7 +4,6 @@ recorded bad output."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,6 @@ import pytest
 from kdsl.agents.authors.llm import AuthorConfig, RuleAuthor, extract_items, parse_edits
 from kdsl.agents.authors.prompt import edit_schema, render_prompt
 from kdsl.agents.verifier import majority_fallback
-from kdsl.config import Settings
 from kdsl.data import load_dataset
 from kdsl.rules import Rule, RuleEngine, RuleSet, parse_rule
 from kdsl.rules.edits import apply_edit
@@ -39,15 +37,11 @@ def dialogue():
 
 
 @pytest.fixture(scope="module")
-def smollm2_llama(tmp_path_factory):
+def smollm2_llama(pack_settings):
     pytest.importorskip("llama_cpp")
-    from kdsl.models import pull
     from kdsl.models.llama_cpp import LlamaCppBackend
 
-    home = os.environ.get("KDSL_TEST_HOME")  # reuse a pulled pack between runs, as tests/unit/models does
-    settings = Settings(home=Path(home) if home else tmp_path_factory.mktemp("kdsl_home"))
-    pull(SMOLLM2, settings, progress=False)
-    with LlamaCppBackend(SMOLLM2, settings, n_ctx=4096) as backend:
+    with LlamaCppBackend(SMOLLM2, pack_settings, n_ctx=4096) as backend:
         yield backend
 
 

@@ -1,8 +1,7 @@
-"""Shared real models for the model tests: SmolLM2 pulled once per session (set KDSL_TEST_HOME to reuse it)."""
+"""Shared real models for the model tests: SmolLM2 from the run's shared pack home (tests/conftest.py)."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,10 +15,9 @@ SMOLLM2 = "smollm2-135m-instruct"
 
 
 @pytest.fixture(scope="session")
-def models_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    # A fresh KDSL_HOME by default; KDSL_TEST_HOME keeps the pulled and converted pack between runs.
-    home = os.environ.get("KDSL_TEST_HOME")
-    return Settings(home=Path(home) if home else tmp_path_factory.mktemp("kdsl_home"))
+def models_settings(pack_settings: Settings) -> Settings:
+    # The test run's shared pack home (tests/conftest.py): SmolLM2 is pulled and converted once for every test.
+    return pack_settings
 
 
 @pytest.fixture(scope="session")
