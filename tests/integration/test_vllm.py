@@ -380,13 +380,13 @@ def test_in_process_backend_matches_transformers(vllm_python: Path, smollm2_hf: 
     assert out["text"]["text"] != hf_base.generate(CHAT, max_tokens=24).text
     rule = Rule.model_validate(json.loads(out["json"]))
     assert rule.label in {"refund", "delivery", "greeting"}
-    # A batch of the decider's prompts: the adapter answers with a label (it answers nothing to a plain chat), and
-    # each reply is the one transformers + peft gives greedily.
+    # A batch of the decider's prompts, in order: each reply is the one transformers + peft gives greedily. (Two
+    # steps at a high learning rate taught this adapter to end its turn at once, so the replies are short.)
     batch = out["batch"]
     assert len(batch) == len(prompts)
     for (messages, _, _), got in zip(prompts, batch, strict=True):
         want = hf_lora.generate(messages, max_tokens=8)
         assert got["text"] == want.text and 0 < got["completion_tokens"] <= 8
-    assert any(g["text"].strip() for g in batch), batch
+        assert got["prompt_tokens"] == len(hf_lora.prompt_ids(messages)) == want.prompt_tokens
     print(f"\nvllm load {out['load_seconds']:.1f} s (LoRA); top labels: base {base_tops}, decider {tops}, "
           f"gold {[s.label for s in held_out]}", file=sys.stderr)
