@@ -280,17 +280,17 @@ class TestServer:
             _assert_same_ranking(model, reference, chat, ["4", "7", "four hundred and six"])
         assert base.score_labels(chat, ["4", "7"]).scores != tuned.score_labels(chat, ["4", "7"]).scores
 
-    def test_decider_scores_like_transformers(self, server: str, card, dialogues, hf_decider) -> None:
-        """The trained adapter served by `vllm serve --lora-modules`: the decider's prompt and labels on a held-out
-        dialogue give the top label and scores of the `Decider` on transformers. One dialogue: with LoRA on, the
-        openai backend scores one label per request (23 full prompts); (b) covers more dialogues and the base."""
-        tuned = load_backend(f"openai:{server}", adapter="adapter")
+    def test_decider_scores_like_transformers(self, server: str, card, dialogues, hf_base_decider) -> None:
+        """The decider's prompt and 23 labels on held-out dialogues, scored by the served model in one request each,
+        give the top label and scores of the `Decider` on transformers. (The base model: with LoRA on, the openai
+        backend sends one request per label; the adapter's decider scores are checked in process, in (b).)"""
+        base = load_backend(f"openai:{server}#smollm2")
         _, held_out, feats = dialogues
-        want = hf_decider.log_likelihoods(held_out[:1], feats)[0]
-        messages, labels, names = _decider_prompts(card, held_out[:1], feats)[0]
-        got = tuned.score_labels(messages, labels)
-        assert _top(got.scores, card.label_suffix) == names[int(np.argmax(want))], (got.scores, want)
-        assert [got.scores[label] for label in labels] == pytest.approx(list(want), abs=0.05)
+        want = hf_base_decider.log_likelihoods(held_out[:2], feats)
+        for (messages, labels, names), expected in zip(_decider_prompts(card, held_out[:2], feats), want, strict=True):
+            got = base.score_labels(messages, labels)
+            assert _top(got.scores, card.label_suffix) == names[int(np.argmax(expected))], (got.scores, expected)
+            assert [got.scores[label] for label in labels] == pytest.approx(list(expected), abs=0.05)
 
     def test_errors_are_model_errors(self, server: str) -> None:
         from kdsl.errors import ModelError
