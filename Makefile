@@ -8,12 +8,13 @@ RUNS ?= runs
 .PHONY: install vllm-env demo test test-fast bench lint clean postgres
 
 # llama.cpp's default build uses CPU features (AVX-512, AMX) some machines lack and crashes at the first token.
+# LLAVA_BUILD=OFF skips the multimodal library (mtmd), which kdsl never loads: fewer sources to compile.
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON \
-	-DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF
+	-DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF -DLLAVA_BUILD=OFF
 LLAMA_CPP := llama-cpp-python==0.3.36
 
 # The venv is rebuilt when pyproject.toml changes; torch==2.13.0 resolves to the CPU wheel on local disk.
-# llama-cpp-python compiles from source (about 4 minutes); built once per venv, before kdsl asks for it.
+# llama-cpp-python compiles from source (about 6 minutes on two cores); built once per venv, before kdsl asks for it.
 $(VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
