@@ -18,6 +18,10 @@ def write_text_atomic(path: Path, text: str) -> Path:
     try:
         tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, path)
+    except OSError as e:
+        if e.filename is None:  # a failed write() names no file (a full disk): name the one being written
+            raise OSError(e.errno, e.strerror, str(path)) from e
+        raise
     finally:
         tmp.unlink(missing_ok=True)
     return path

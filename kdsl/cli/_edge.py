@@ -32,7 +32,7 @@ console = _console()
 err_console = _console(stderr=True)
 
 
-def _os_message(e: OSError) -> str:
+def os_message(e: OSError) -> str:
     """An OS error as a person reads it: the file, then the reason (no errno)."""
     where = " -> ".join(str(f) for f in (e.filename, e.filename2) if f is not None)
     reason = e.strerror or str(e)
@@ -50,7 +50,7 @@ def friendly_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         except (KdslError, OSError) as e:
             if os.environ.get("KDSL_DEBUG") == "1":
                 raise
-            message = str(e) if isinstance(e, KdslError) else _os_message(e)
+            message = str(e) if isinstance(e, KdslError) else os_message(e)
             # One line whatever the path lengths (soft_wrap: no hard line breaks), and the message is text, not
             # markup: a file name or sample id with [brackets] is printed as it is.
             err_console.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)

@@ -12,7 +12,7 @@ import typer
 from rich.live import Live
 from rich.table import Table
 
-from kdsl.cli._edge import console, friendly_errors
+from kdsl.cli._edge import console, friendly_errors, os_message
 from kdsl.config import Settings
 from kdsl.errors import KdslError
 
@@ -120,6 +120,15 @@ def _config(**fields: Any) -> Any:
         raise typer.BadParameter(f"{option}: {first['msg'].removeprefix('Value error, ')}") from None
 
 
+def _resumable(e: OSError, session_id: str, settings: Settings) -> Exception:
+    """A file-system error (a full disk, a lost permission) during a session: the error, and, where the session
+    was started, how to go on from its last checkpoint once the cause is fixed."""
+    if not (settings.sessions_dir / session_id).is_dir():
+        return e
+    return KdslError(f"{os_message(e)}; session {session_id} keeps what it finished: fix that (free space, say), "
+                     f"then continue it with `kdsl discover --resume {session_id}`")
+
+
 @app.command()
 @friendly_errors
 def discover(
@@ -189,8 +198,10 @@ def discover(
              kdsl discover --data train.csv --test test.csv --k-shot 10   (your own files)
     """
     from kdsl.graph import resume_session, run_session
+    from kdsl.graph.session import new_session_id
 
     settings = Settings()
+    session_id = resume or new_session_id()
     started = time.perf_counter()
     with Live(console=console, refresh_per_second=4, transient=True) as live:
         def show(progress: Any) -> None:
@@ -202,6 +213,8 @@ def discover(
             try:
                 outcome = resume_session(resume, settings, on_iteration=show, review_fn=review_fn,
                                          checkpointer_url=checkpointer)
+            except OSError as e:
+                raise _resumable(e, session_id, settings) from e
             except (sqlite3.DatabaseError, json.JSONDecodeError) as e:
                 # A damaged checkpoint or progress file: say which session, keep every file as it is.
                 raise KdslError(f"session {resume}: a file of the session under {settings.sessions_dir} cannot be "
@@ -220,8 +233,11 @@ def discover(
                                    target_precision=target_precision or None,
                                    checkpointer=checkpointer or settings.checkpointer)
             live.update("preparing (load, split, featurize, fit the decider) ...")
-            outcome = run_session(config, settings, on_iteration=show, review_fn=review_fn,
-                                  checkpointer_url=checkpointer or settings.checkpointer)
+            try:
+                outcome = run_session(config, settings, on_iteration=show, review_fn=review_fn,
+                                      checkpointer_url=checkpointer or settings.checkpointer, session_id=session_id)
+            except OSError as e:
+                raise _resumable(e, session_id, settings) from e
     _print_outcome(outcome)
     if as_json and not outcome.paused:
         from kdsl.graph.session_eval import evaluate_session
