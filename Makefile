@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DATA ?= ../shared/data
 RUNS ?= runs
 
-.PHONY: install vllm-env demo test test-fast bench lint clean postgres
+.PHONY: install vllm-env demo test test-fast bench lint clean postgres system-packages
 
 # llama.cpp's default build uses CPU features (AVX-512, AMX) some machines lack and crashes at the first token.
 # LLAVA_BUILD=OFF skips the multimodal library (mtmd), which kdsl never loads: fewer sources to compile.
@@ -54,10 +54,10 @@ demo: install
 	$(BIN)/kdsl predict --session last --in $(DATA)/www2025-mdsirc --part test --limit 6 --show 6 \
 		--out $(RUNS)/decisions.jsonl
 
-test: install vllm-env chromium postgres
+test: install vllm-env system-packages
 	$(BIN)/python -m pytest -q
 
-test-fast: install chromium postgres
+test-fast: install system-packages
 	$(BIN)/python -m pytest -q -m "not slow"
 
 bench: install
@@ -69,19 +69,20 @@ lint: install
 clean:
 	rm -rf $(VENV) $(VLLM_VENV) $(RUNS) .pytest_cache
 
-# A headless Chromium for the HTML report's browser test (tests/integration/test_report.py): Debian's
-# chromium-headless-shell, installed only when no Chromium is on PATH. No browser build is downloaded from a CDN.
+# What the browser and database tests need from Debian, installed only where missing, in one apt run:
+# - chromium-headless-shell for the HTML report's browser test (tests/integration/test_report.py), unless a Chromium
+#   is on PATH (no browser build is downloaded from a CDN);
+# - postgresql for the Postgres checkpointer's test (tests/integration/test_postgres_checkpointer.py starts its own
+#   server on a free port in a scratch folder), unless an initdb is on the machine.
 APT_SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
-.PHONY: chromium
-chromium:
-	@command -v chromium-headless-shell >/dev/null 2>&1 || command -v chromium >/dev/null 2>&1 || \
-		command -v chromium-browser >/dev/null 2>&1 || \
+NEED_CHROMIUM = $(shell command -v chromium-headless-shell >/dev/null 2>&1 || command -v chromium >/dev/null 2>&1 || \
+	command -v chromium-browser >/dev/null 2>&1 || echo chromium-headless-shell)
+NEED_POSTGRES = $(shell ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || \
+	echo postgresql)
+.PHONY: system-packages chromium
+system-packages:
+	@packages="$(strip $(NEED_CHROMIUM) $(NEED_POSTGRES))"; test -z "$$packages" || \
 		{ $(APT_SUDO) apt-get update -q && $(APT_SUDO) env DEBIAN_FRONTEND=noninteractive \
-			apt-get install -y -q --no-install-recommends chromium-headless-shell; }
+			apt-get install -y -q --no-install-recommends $$packages; }
 
-# A PostgreSQL server for the Postgres checkpointer's test (tests/integration/test_postgres_checkpointer.py starts
-# its own on a free port in a scratch folder): Debian's postgresql, installed only when no initdb is on the machine.
-postgres:
-	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || \
-		{ $(APT_SUDO) apt-get update -q && $(APT_SUDO) env DEBIAN_FRONTEND=noninteractive \
-			apt-get install -y -q --no-install-recommends postgresql; }
+chromium postgres: system-packages
