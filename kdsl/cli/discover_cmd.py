@@ -120,12 +120,16 @@ def _config(**fields: Any) -> Any:
         raise typer.BadParameter(f"{option}: {first['msg'].removeprefix('Value error, ')}") from None
 
 
-def _resumable(e: OSError, session_id: str, settings: Settings) -> Exception:
-    """A file-system error (a full disk, a lost permission) during a session: the error, and, where the session
-    was started, how to go on from its last checkpoint once the cause is fixed."""
+def _resumable(e: OSError | sqlite3.OperationalError, session_id: str, settings: Settings) -> KdslError | None:
+    """A file-system error during a session (a full disk, a lost permission; SQLite's "database or disk is full"):
+    the error and how to go on from the session's last checkpoint once the cause is fixed. None when the session
+    was never started (nothing to resume) or the error is not about the disk."""
+    if isinstance(e, sqlite3.OperationalError) and "disk" not in str(e):
+        return None
     if not (settings.sessions_dir / session_id).is_dir():
-        return e
-    return KdslError(f"{os_message(e)}; session {session_id} keeps what it finished: fix that (free space, say), "
+        return None
+    reason = os_message(e) if isinstance(e, OSError) else f"the session's checkpoint database: {e}"
+    return KdslError(f"{reason}; session {session_id} keeps what it finished: fix that (free space, say), "
                      f"then continue it with `kdsl discover --resume {session_id}`")
 
 
@@ -213,9 +217,13 @@ def discover(
             try:
                 outcome = resume_session(resume, settings, on_iteration=show, review_fn=review_fn,
                                          checkpointer_url=checkpointer)
-            except OSError as e:
-                raise _resumable(e, session_id, settings) from e
-            except (sqlite3.DatabaseError, json.JSONDecodeError) as e:
+            except (OSError, sqlite3.DatabaseError, json.JSONDecodeError) as e:
+                disk = isinstance(e, (OSError, sqlite3.OperationalError))
+                hint = _resumable(e, session_id, settings) if disk else None  # type: ignore[arg-type]
+                if hint is not None:
+                    raise hint from e
+                if isinstance(e, OSError):
+                    raise
                 # A damaged checkpoint or progress file: say which session, keep every file as it is.
                 raise KdslError(f"session {resume}: a file of the session under {settings.sessions_dir} cannot be "
                                 f"read ({type(e).__name__}: {e}), so it cannot resume; its files are left as they "
@@ -236,8 +244,11 @@ def discover(
             try:
                 outcome = run_session(config, settings, on_iteration=show, review_fn=review_fn,
                                       checkpointer_url=checkpointer or settings.checkpointer, session_id=session_id)
-            except OSError as e:
-                raise _resumable(e, session_id, settings) from e
+            except (OSError, sqlite3.OperationalError) as e:
+                hint = _resumable(e, session_id, settings)
+                if hint is None:
+                    raise
+                raise hint from e
     _print_outcome(outcome)
     if as_json and not outcome.paused:
         from kdsl.graph.session_eval import evaluate_session
