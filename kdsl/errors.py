@@ -10,11 +10,13 @@ class KdslError(Exception):
 class DataError(KdslError, ValueError):
     """Input data is unreadable or inconsistent. The message names the file, the sample and the reason."""
 
-    def __init__(self, reason: str, *, path: str | None = None, sample_id: str | None = None, code: str = "invalid"):
+    def __init__(self, reason: str, *, path: str | None = None, sample_id: str | None = None, code: str = "invalid",
+                 skippable: bool = False):
         self.reason = reason
         self.path = path
         self.sample_id = sample_id
         self.code = code
+        self.skippable = skippable  # one bad item a loader could skip (`--skip-invalid`) and go on
         where = []
         if path:
             where.append(str(path))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import os
 from collections.abc import Callable
@@ -14,7 +15,7 @@ from pydantic import BaseModel, ValidationError
 from rich.console import Console
 from rich.markup import escape
 
-from kdsl.errors import ConfigError, KdslError
+from kdsl.errors import ConfigError, DataError, KdslError
 
 LOG_WIDTH = 160
 
@@ -51,6 +52,8 @@ def friendly_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             if os.environ.get("KDSL_DEBUG") == "1":
                 raise
             message = str(e) if isinstance(e, KdslError) else os_message(e)
+            if isinstance(e, DataError) and e.skippable and "skip_invalid" in inspect.signature(fn).parameters:
+                message += " (--skip-invalid skips such items and counts them)"
             # One line whatever the path lengths (soft_wrap: no hard line breaks), and the message is text, not
             # markup: a file name or sample id with [brackets] is printed as it is.
             err_console.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)

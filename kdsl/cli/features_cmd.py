@@ -43,5 +43,13 @@ def build(
     report = builder.report_
     ocr_calls = builder.ocr.calls if builder.ocr else 0
     console.print(f"{report.summary()}; {ocr_calls} OCR call(s) -> {out}")
+    if dataset.skipped:
+        counts: dict[str, int] = {}
+        for item in dataset.skipped:
+            counts[item.code] = counts.get(item.code, 0) + 1
+        ids = [i.sample_id for i in dataset.skipped if i.sample_id]
+        console.print("[yellow]skipped invalid items:[/yellow] " + ", ".join(f"{c}: {n}" for c, n in counts.items())
+                      + (f" (samples {', '.join(ids[:5])}{', ...' if len(ids) > 5 else ''})" if ids else ""),
+                      soft_wrap=True)
     for f in report.failures:
         console.print(f"[yellow]skipped image[/yellow] {f.path} ({', '.join(f.sample_ids)}): {f.reason}")

@@ -300,14 +300,32 @@ def export_rules(
 
 @app.command("import")
 @friendly_errors
-def import_rules(path: Annotated[Path, typer.Argument(help="Rules JSON file.")], memory: MemoryPath = None) -> None:
-    """Add the rules of a rules JSON file to memory (deduplicated: equivalent rules merge).
+def import_rules(
+    path: Annotated[Path, typer.Argument(help="Rules JSON file.")],
+    data: Annotated[Path | None, typer.Option("--data", "-d", help="A labeled dataset whose label spaces the rules "
+                                              "must fit (a rule of a label the task lacks is refused).")] = None,
+    memory: MemoryPath = None,
+) -> None:
+    """Add the rules of a rules JSON file to memory (deduplicated: equivalent rules merge). With --data, a rule
+    whose label or task the data lacks is refused before anything is stored.
 
-    Example: kdsl rules import examples/rules/mdsirc_image_scene.json
+    Example: kdsl rules import examples/rules/mdsirc_image_scene.json --data ../shared/data/www2025-mdsirc
     """
+    rules = RuleSet.load(path)
+    if data is not None:
+        label_spaces = load_dataset(data).label_spaces
+        for i, r in enumerate(rules):
+            if r.task not in label_spaces:
+                raise RuleSyntaxError(f"{path}: rule #{i} ({r.id}): task {r.task!r} is not in {data} (its tasks: "
+                                      f"{', '.join(label_spaces)})")
+        _check_labels(rules, label_spaces, path, data)
     with _memory(memory) as mem:
         results = mem.import_(path)
-    unmeasured = [r.id for r in RuleSet.load(path) if r.status == "accepted" and r.stats is None]
+    unmeasured = [r.id for r in rules if r.status == "accepted" and r.stats is None]
+    if data is None:
+        err_console.print(f"[yellow]warning:[/yellow] the labels of {len(rules)} rule(s) were not checked against "
+                          "any data; `kdsl rules import FILE --data DATA` refuses labels a task lacks",
+                          highlight=False, soft_wrap=True)
     if unmeasured:
         err_console.print(f"[yellow]warning:[/yellow] {len(unmeasured)} rule(s) marked accepted without statistics "
                           f"({', '.join(unmeasured[:5])}{', ...' if len(unmeasured) > 5 else ''}): nothing checked "

@@ -21,7 +21,7 @@ class Collector:
 
     def reject(self, code: str, reason: str, sample_id: str | None = None) -> None:
         if not self.skip_invalid:
-            raise DataError(reason, path=self.path, sample_id=sample_id, code=code)
+            raise DataError(reason, path=self.path, sample_id=sample_id, code=code, skippable=True)
         self.items.append(InvalidItem(path=self.path, sample_id=sample_id, code=code, reason=reason))
 
     def counts(self) -> Counter[str]:

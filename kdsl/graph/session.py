@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from kdsl import __version__
 from kdsl.agents.arbiter import ArbiterConfig
 from kdsl.config import Settings
-from kdsl.errors import ConfigError
+from kdsl.errors import ConfigError, DataError
 from kdsl.graph.checkpointer import check_reachable, open_checkpointer, redact
 from kdsl.graph.config import ReviewFn, SessionConfig
 from kdsl.graph.context import ProgressHook, SessionContext
@@ -245,6 +245,18 @@ def _checkpointer_url(config: SessionConfig, settings: Settings, session_id: str
     return config.checkpointer
 
 
+def check_session_files(folder: Path, session_id: str) -> None:
+    """Refuse to resume a session whose JSON files do not parse, naming the file, before the graph runs (a node
+    failing on it would add an error write to the checkpoints: the files would no longer be as they were)."""
+    for path in sorted(folder.glob("*.json")):
+        try:
+            json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise DataError(f"cannot be read ({type(e).__name__}: {e}), so session {session_id} cannot resume; its "
+                            "files are left as they are (start a new session with `kdsl discover --data ...`)",
+                            path=str(path)) from e
+
+
 def _drive(config: SessionConfig, settings: Settings, session_id: str, on_iteration: ProgressHook | None,
            review_fn: ReviewFn | None, checkpointer_url: str | None = None) -> SessionOutcome:
     folder = settings.sessions_dir / session_id
@@ -260,6 +272,7 @@ def _drive(config: SessionConfig, settings: Settings, session_id: str, on_iterat
                                   state=dict(snapshot.values))
         else:
             logger.info("session %s: resuming at %s", session_id, ", ".join(snapshot.next))
+            check_session_files(folder, session_id)
             first = None
         result = graph.invoke(first, thread)
         while "__interrupt__" in result:

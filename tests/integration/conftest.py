@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -21,6 +22,24 @@ def home(tmp_path, monkeypatch, mdsirc_path) -> Settings:
     """A fresh KDSL_HOME for sessions on the real MDSIRC data (skipped when the data is absent)."""
     monkeypatch.setenv("KDSL_HOME", str(tmp_path / "home"))
     return Settings()
+
+
+@pytest.fixture
+def banking77_slice(banking77_path: Path, tmp_path: Path) -> Callable[[int, int], Path]:
+    """A CSV of the first `per_label` training queries of the first `labels` Banking77 intents (a small session)."""
+
+    def make(labels: int, per_label: int) -> Path:
+        rows = list(csv.DictReader((banking77_path / "train.csv").open(encoding="utf-8")))
+        chosen = sorted({r["category"] for r in rows})[:labels]
+        data = tmp_path / f"banking77-{labels}x{per_label}.csv"
+        with data.open("w", encoding="utf-8", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=["text", "category"])
+            writer.writeheader()
+            for label in chosen:
+                writer.writerows([r for r in rows if r["category"] == label][:per_label])
+        return data
+
+    return make
 
 
 @pytest.fixture

@@ -73,3 +73,39 @@ def test_bad_input_is_one_error_with_exit_code_2(tmp_path, monkeypatch, args, me
     if got.output.startswith("error: "):
         assert len(got.output.strip().splitlines()) == 1, got.output
     assert not Path("split.json").exists() and not Path("runs").exists()  # nothing written
+
+
+def test_a_cut_short_image_names_the_flag_that_skips_it_and_the_skip_is_counted(mdsirc_path, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    items = json.loads((mdsirc_path / "train.json").read_text(encoding="utf-8"))
+    items = [x for x in items if x["image"]][:3]
+    (tmp_path / "d" / "images").mkdir(parents=True)
+    for item in items:
+        for name in item["image"]:
+            (tmp_path / "d" / "images" / name).write_bytes((mdsirc_path / "images" / name).read_bytes())
+    (tmp_path / "d" / "train.json").write_text(json.dumps(items, ensure_ascii=False), encoding="utf-8")
+    cut = tmp_path / "d" / "images" / items[1]["image"][0]
+    cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 2])
+    runner = CliRunner()
+
+    got = runner.invoke(app, ["features", "build", "--data", "d", "--no-images", "--out", "f.jsonl"])
+    assert got.exit_code == 2, got.output
+    assert "cut short" in got.output and "(--skip-invalid skips such items and counts them)" in got.output
+    assert len(got.output.strip().splitlines()) == 1 and not Path("f.jsonl").exists()
+
+    got = runner.invoke(app, ["features", "build", "--data", "d", "--no-images", "--out", "f.jsonl", "--skip-invalid"])
+    assert got.exit_code == 0, got.output
+    assert f"skipped invalid items: corrupt_image: 1 (samples {items[1]['id']})" in " ".join(got.output.split())
+    assert len(Path("f.jsonl").read_text(encoding="utf-8").splitlines()) == 2
+
+
+def test_rules_import_with_data_refuses_a_label_the_task_lacks(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for name, content in FILES.items():
+        Path(name).write_bytes(content)
+    got = CliRunner().invoke(app, ["rules", "import", "unknown-label.json", "--data", "data.jsonl", "--memory", "mem"])
+    assert got.exit_code == 2, got.output
+    assert "rule #1" in got.output and "label 'no_such_label' is not in task 'intent''s label space" in got.output
+    assert not Path("mem").exists()  # nothing stored
+    got = CliRunner().invoke(app, ["rules", "import", "unknown-label.json", "--memory", "mem"])
+    assert got.exit_code == 0 and "were not checked against any data" in got.output, got.output

@@ -7,7 +7,6 @@ stand-in. Mounting needs root (CI runs as root); elsewhere the test is skipped a
 
 from __future__ import annotations
 
-import csv
 import subprocess
 from pathlib import Path
 
@@ -36,16 +35,9 @@ def small_disk(tmp_path: Path):
         subprocess.run(["umount", "-l", str(home)], check=False)
 
 
-def test_full_disk_is_one_line_and_the_session_resumes(small_disk: Path, banking77_path: Path, tmp_path: Path,
+def test_full_disk_is_one_line_and_the_session_resumes(small_disk: Path, banking77_slice, tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    rows = list(csv.DictReader((banking77_path / "train.csv").open(encoding="utf-8")))
-    labels = sorted({r["category"] for r in rows})[:5]
-    data = tmp_path / "five-intents.csv"
-    with data.open("w", encoding="utf-8", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["text", "category"])
-        writer.writeheader()
-        for label in labels:
-            writer.writerows([r for r in rows if r["category"] == label][:12])
+    data = banking77_slice(5, 12)
     monkeypatch.setenv("KDSL_HOME", str(small_disk))
     runner = CliRunner()
 
