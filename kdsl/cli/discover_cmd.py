@@ -151,8 +151,10 @@ def discover(
     no_images: Annotated[bool, typer.Option("--no-images", help="Dialogue text only (no OCR, visual labels).")]
     = False,
     min_support: Annotated[int, typer.Option(help="Verify: least support.")] = 3,
-    min_precision_lower: Annotated[float, typer.Option(help="Verify: least precision lower bound.")] = 0.4,
-    min_precision: Annotated[float, typer.Option(help="Verify: least precision.")] = 0.9,
+    min_precision_lower: Annotated[float, typer.Option(help="Verify: least precision lower bound (the loosest bar: "
+                                                       "see --target-precision).")] = 0.3,
+    min_precision: Annotated[float, typer.Option(help="Verify: least precision (the loosest bar: see "
+                                                 "--target-precision).")] = 0.75,
     target_precision: Annotated[float, typer.Option(min=0, max=1, help="Verify: tighten the bars step by step "
                                                     "until the accepted rules' precision, estimated on folds their "
                                                     "search never saw, reaches this (0: the bars as given).")]

@@ -47,13 +47,15 @@ class SessionConfig(BaseModel):
     oos_label: str | None = Field(None, min_length=1, description="The out-of-scope label, scored apart (in-scope "
                                   "accuracy, out-of-scope recall); default: a label named oos or out_of_scope.")
     min_support: int = Field(3, ge=1, description="Verify: a rule must fire on at least this many samples.")
-    min_precision_lower: float = Field(0.4, ge=0, le=1, description="Verify: least Wilson lower bound of precision "
-                                       "(0.4: a rule right on 3 of 3 held-out samples counts).")
-    min_precision: float = Field(0.9, ge=0, le=1, description="Verify: least precision of a rule (pooled counts).")
+    min_precision_lower: float = Field(0.3, ge=0, le=1, description="Verify: least Wilson lower bound of precision "
+                                       "(0.3: a rule right on 3 of 4 held-out samples counts).")
+    min_precision: float = Field(0.75, ge=0, le=1, description="Verify: least precision of a rule (pooled counts). "
+                                 "The loosest bars: with a target precision the verifier tightens them until the "
+                                 "accepted set's estimate reaches it.")
     target_precision: float | None = Field(
-        0.85, ge=0, le=1, description="Verify: tighten the bars above step by step (support 4, 5, 6; lower bound "
-        "0.5, 0.6; precision 0.95) until the accepted set's nested cross-fitted precision reaches this; None: the "
-        "bars as given.")
+        0.85, ge=0, le=1, description="Verify: tighten the bars above step by step (precision 0.8, 0.85, 0.9, 0.95; "
+        "lower bound 0.4, 0.5, 0.6; support 4, 5, 6) until the accepted set's nested cross-fitted precision reaches "
+        "this, so the rules cover as much as that precision allows; None: the bars as given.")
     gain_check: bool = Field(True, description="Let the rules change the decider's decisions only when, on the "
                              "cross-fitted training data, the two together beat the decider alone (paired 95% CI "
                              "above 0); otherwise the rules explain and the decider decides. False: always combine.")

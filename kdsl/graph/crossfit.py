@@ -35,13 +35,17 @@ def held_out_fires(ctx: SessionContext, state: SessionState, rules: RuleSet) -> 
 
 def ladder(cfg: SessionConfig) -> list[VerifierConfig]:
     """The verifier's bars, loosest first: the session's own, then stricter steps that `verify` climbs until
-    the accepted set's nested estimate of precision reaches the session's target."""
+    the accepted set's nested estimate of precision reaches the session's target. Starting loose and stopping at
+    the first step that reaches the target keeps every rule that precision allows: on MDSIRC dialogue the nested
+    estimate at precision 0.75 was as high as at 0.9 (0.80-0.89 in five seeded sessions), at 0.16-0.24 coverage
+    instead of 0.10-0.19."""
     own = VerifierConfig(min_support=cfg.min_support, min_precision_lower=cfg.min_precision_lower,
                          min_precision=cfg.min_precision, seed=cfg.seed)
     if cfg.target_precision is None:
         return [own]
     steps = [own]
-    for support, lower, precision in ((4, 0.5, 0.9), (5, 0.5, 0.95), (6, 0.6, 0.95)):
+    for support, lower, precision in ((3, 0.4, 0.8), (3, 0.4, 0.85), (3, 0.4, 0.9), (4, 0.5, 0.9), (5, 0.5, 0.95),
+                                      (6, 0.6, 0.95)):
         step = own.model_copy(update={"min_support": max(own.min_support, support),
                                       "min_precision_lower": max(own.min_precision_lower, lower),
                                       "min_precision": max(own.min_precision, precision)})
