@@ -87,7 +87,9 @@ def test_session_rewards_rules_against_out_of_fold_decider_predictions(home: Set
         assert stats["correct"] == sum(gold[i] == rule.label for i in held)
         assert by_id[rule.id]["folds"] == sum(rule_key(rule) in keys for keys in fold_keys.values())
     accepted = [v for v in verdict["rules"] if v["accepted"]]
-    assert all(v["stats"]["support"] >= 2 and v["stats"]["precision"] >= 0.9 for v in accepted)
+    bars = verdict["config"]  # the step of the ladder the verifier settled on
+    assert all(v["stats"]["support"] >= bars["min_support"] and v["stats"]["precision"] >= bars["min_precision"]
+               and v["stats"]["precision_lower"] >= bars["min_precision_lower"] for v in accepted)
 
     # The arbiter is fitted on cross-fitted data; the test predictions it made are kept for the report.
     arbiter = json.loads((folder / ARBITER).read_text(encoding="utf-8"))
