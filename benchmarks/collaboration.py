@@ -4,6 +4,8 @@ sealed test samples none of them saw; beside the simple baselines fitted on the 
     .venv/bin/python benchmarks/collaboration.py                              # MDSIRC x5 seeds, Banking77 / CLINC150
     .venv/bin/python benchmarks/collaboration.py --datasets mdsirc --seeds 0 1 2 3 4
     .venv/bin/python benchmarks/collaboration.py --datasets banking77 clinc150 --seeds 0 1 2 --shots 10
+    .venv/bin/python benchmarks/collaboration.py --datasets mdsirc --seeds 0 1 --term-author \
+        llama_cpp:qwen2.5-coder-1.5b-instruct     # sessions that also ask a model for each label's terms
 
 - MDSIRC: one session per seed (`kdsl discover` without --task: a child session per task), each with its own
   seeded 80/20 split; the test predictions of the seeds are pooled per task; overall = the mean of the tasks.
@@ -80,6 +82,7 @@ class Run:
         self.per_task: dict[str, dict[str, dict[str, float]]] = {}
         self.session_seconds: list[float] = []
         self.accepted: list[int] = []
+        self.by_author: dict[str, int] = {}  # accepted rules by who wrote them (label-terms, knowledge:..., ...)
         self.fragments: list[str] = []  # accepted terms that are pieces of longer words
         # Per task: decisions the rules changed, right (fixed) or wrong (broken), estimated by cross-fitting on
         # the training part and realized on the test.
@@ -104,6 +107,9 @@ class Run:
             ev = json.loads((folder / "evaluation.json").read_text(encoding="utf-8"))
             report = json.loads((folder / "report.json").read_text(encoding="utf-8"))
             self.accepted.append(len(report["accepted_rules"]))
+            for rule in report["accepted_rules"]:
+                who = str(rule.get("author", "?")).split(":")[0]
+                self.by_author[who] = self.by_author.get(who, 0) + 1
             self.fragments += fragment_terms(folder, dataset, split.search)
             verdict = json.loads((folder / "verdict.json").read_text(encoding="utf-8"))
             est = verdict["tasks"][0]["rules"] if verdict["tasks"] else None
@@ -136,7 +142,8 @@ class Run:
         out: dict = {"title": self.name, "n": {t: len(pool.gold[t]) for t in tasks}, "methods": {}, "together": {},
                      "rules": {}}
         print(f"\n## {self.name}  (pooled test n = {', '.join(f'{t} {len(pool.gold[t])}' for t in tasks)}; "
-              f"accepted rules per session and task: {self.accepted}; session {np.mean(self.session_seconds):.0f} s)")
+              f"accepted rules per session and task: {self.accepted}, by author {self.by_author}; session "
+              f"{np.mean(self.session_seconds):.0f} s)")
         scopes = [(t, [t]) for t in tasks] + ([("overall", tasks)] if len(tasks) > 1 else [])
         for scope, ts in scopes:
             print(f"{scope}:")
@@ -182,13 +189,14 @@ class Run:
         return out
 
 
-def mdsirc(settings: Settings, embedder, seeds: list[int], iterations: int | None, n_boot: int) -> dict:
+def mdsirc(settings: Settings, embedder, seeds: list[int], iterations: int | None, n_boot: int,
+           term_author: str | None = None) -> dict:
     dataset = load_dataset(DATA / "www2025-mdsirc")
     features = default_builder(settings, images=True, progress=False).build(dataset.samples)
     run = Run(f"MDSIRC, {len(seeds)} seeded 80/20 splits pooled")
     for seed in seeds:
         print(f"MDSIRC seed {seed} ...", flush=True)
-        config = SessionConfig(data=DATA / "www2025-mdsirc", seed=seed,
+        config = SessionConfig(data=DATA / "www2025-mdsirc", seed=seed, term_author=term_author,
                                **({"iterations": iterations} if iterations else {}))
         start = time.perf_counter()
         outcome = run_session(config, settings)
@@ -197,7 +205,7 @@ def mdsirc(settings: Settings, embedder, seeds: list[int], iterations: int | Non
 
 
 def few_shot(name: str, settings: Settings, embedder, k: int, seeds: list[int], iterations: int | None,
-             n_boot: int, scratch: Path) -> dict:
+             n_boot: int, scratch: Path, term_author: str | None = None) -> dict:
     full = load_dataset(DATA / name)
     oos = name == "clinc150"
     train_ids = [s.id for s in full.samples if s.meta.get("split") == "train" and s.meta.get("oos") != "true"]
@@ -214,7 +222,7 @@ def few_shot(name: str, settings: Settings, embedder, k: int, seeds: list[int], 
                       test=tuple(test_ids))
         path = split.save(scratch / f"{name}-{k}-{seed}.split.json")
         config = SessionConfig(data=DATA / name, seed=seed, split=path, images=False, language="en",
-                               **({"iterations": iterations} if iterations else {}))
+                               term_author=term_author, **({"iterations": iterations} if iterations else {}))
         start = time.perf_counter()
         outcome = run_session(config, settings)
         run.add(outcome.session_dir, settings, full, features, embedder, time.perf_counter() - start)
@@ -229,6 +237,7 @@ def main() -> None:
     parser.add_argument("--shots", type=int, default=10, help="Examples per intent on Banking77 / CLINC150.")
     parser.add_argument("--iterations", type=int, help="Search iterations per session (default: the session's).")
     parser.add_argument("--bootstrap", type=int, default=1000, help="Bootstrap resamples per CI.")
+    parser.add_argument("--term-author", help="backend:model the sessions ask for each label's terms (default: none).")
     parser.add_argument("--home", type=Path, help="Scratch KDSL_HOME for the sessions (default: a temp folder).")
     parser.add_argument("--out", type=Path, help="Write every figure as JSON here.")
     args = parser.parse_args()
@@ -242,11 +251,12 @@ def main() -> None:
     start = time.perf_counter()
     results = []
     if "mdsirc" in args.datasets:
-        results.append(mdsirc(settings, embedder, args.seeds or [0, 1, 2, 3, 4], args.iterations, args.bootstrap))
+        results.append(mdsirc(settings, embedder, args.seeds or [0, 1, 2, 3, 4], args.iterations, args.bootstrap,
+                              args.term_author))
     for name in ("banking77", "clinc150"):
         if name in args.datasets:
             results.append(few_shot(name, settings, embedder, args.shots, args.seeds or [0, 1, 2], args.iterations,
-                                    args.bootstrap, scratch))
+                                    args.bootstrap, scratch, args.term_author))
     print(f"\ndone in {time.perf_counter() - start:.0f} s; load average now {os.getloadavg()[0]:.2f}")
     if args.out:
         args.out.write_text(json.dumps(results, indent=1), encoding="utf-8")

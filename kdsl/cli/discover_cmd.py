@@ -142,6 +142,10 @@ def discover(
     author: Annotated[str, typer.Option(help="'backend:model' (e.g. llama_cpp:qwen2.5-coder-1.5b-instruct), or a "
                                         "model-free author: 'contrast' (label-specific substrings of the search "
                                         "split) or 'ngram' (random substrings).")] = "contrast",
+    term_author: Annotated[str | None, typer.Option(
+        help="A language model (backend:model, e.g. llama_cpp:qwen2.5-coder-1.5b-instruct) asked once for each "
+             "label's terms from its name alone (synonyms, page words the samples may lack, a few seconds a label); "
+             "the verifier keeps those the data bears out.")] = None,
     strategy: Annotated[str, typer.Option(help="mcts, greedy or random.")] = "mcts",
     iterations: Annotated[int, typer.Option(help="Search iterations, shared out over the folds.")] = 1000,
     budget_seconds: Annotated[float | None, typer.Option(help="Search wall-clock budget.")] = None,
@@ -233,7 +237,8 @@ def discover(
         else:
             if data is None:
                 raise typer.BadParameter("--data is needed (or --resume ID)")
-            config = _config(data=data, task=task, author=author, strategy=strategy, iterations=iterations,
+            config = _config(data=data, task=task, author=author, term_author=term_author, strategy=strategy,
+                                   iterations=iterations,
                                    budget_seconds=budget_seconds, budget_tokens=budget_tokens, seed=seed,
                                    review=review, images=not no_images, min_support=min_support,
                                    min_precision_lower=min_precision_lower, min_precision=min_precision,

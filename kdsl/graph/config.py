@@ -22,6 +22,10 @@ class SessionConfig(BaseModel):
     author: str = Field("contrast", description="'backend:model' (e.g. llama_cpp:qwen2.5-coder-1.5b-instruct), "
                         "'contrast' (model-free: label-specific substrings of the search split) or 'ngram' "
                         "(model-free: random substrings, a floor).")
+    term_author: str | None = Field(None, description="'backend:model' (e.g. llama_cpp:qwen2.5-coder-1.5b-instruct) "
+                                    "asked once per session for each label's terms from its name alone: synonyms, "
+                                    "paraphrases, page words the samples may lack. They join the mined candidates; "
+                                    "the verifier keeps those the data bears out. None: no model is asked.")
     strategy: Literal["mcts", "greedy", "random"] = Field("mcts", description="Search strategy.")
     iterations: int = Field(1000, ge=1, description="Search iterations, shared out over the folds (the model-free "
                             "authors run about 200 a second).")
@@ -102,3 +106,13 @@ class SessionConfig(BaseModel):
         from kdsl.agents.authors import check_author_spec
 
         return check_author_spec(v)
+
+    @field_validator("term_author")
+    @classmethod
+    def _term_author(cls, v: str | None) -> str | None:
+        from kdsl.agents.authors import check_author_spec
+
+        if v is not None and ":" not in v:
+            raise ValueError(f"term_author {v!r}: name a language model as backend:model, e.g. "
+                             "llama_cpp:qwen2.5-coder-1.5b-instruct")
+        return None if v is None else check_author_spec(v)

@@ -15,6 +15,7 @@ import numpy as np
 
 from kdsl._internal.hashing import digest
 from kdsl.agents.authors import AuthorConfig, AuthorContext, make_author
+from kdsl.agents.authors.knowledge import KnowledgeTerms, ask_terms, data_language, knowledge_rules
 from kdsl.agents.authors.mined import label_name_rules, label_terms
 from kdsl.graph.context import Part, SessionContext
 from kdsl.graph.layout import (
@@ -23,6 +24,7 @@ from kdsl.graph.layout import (
     FOLD_SEARCH,
     FOLD_TERMS,
     INNER_RULES,
+    KNOWLEDGE,
     PROGRESS,
     RULES,
     SEARCH,
@@ -86,13 +88,49 @@ def make_proposer(ctx: SessionContext, state: SessionState, part: Part) -> Any:
 
 
 def mine(ctx: SessionContext, state: SessionState, part: Part) -> list[Rule]:
-    """The model-free candidates: each label's most specific terms on these samples, and the terms of the
-    labels' own names (the same in every fold: they come from no sample)."""
+    """The candidates no search found: each label's most specific terms on these samples, the terms of the
+    labels' own names and, with `--term-author`, the model's terms for those names (the same in every fold:
+    they come from no sample)."""
     names = read_json(Path(state["gold_path"]))["labels"]
-    rules = [*label_terms({f: part.engine.texts(f) for f in ctx.fields()}, part.gold, state["task"],
-                          per_label=10, min_support=2, min_lower=0.3),
+    texts = {f: part.engine.texts(f) for f in ctx.fields()}
+    rules = [*label_terms(texts, part.gold, state["task"], per_label=10, min_support=2, min_lower=0.3),
              *label_name_rules(names, state["task"], ctx.fields())]
-    return list({r.id: r for r in rules}.values())  # a name's term the samples single out too: once
+    found = {r.id: r for r in rules}  # a name's term the samples single out too: once
+    for rule in knowledge_rules(knowledge(ctx, state, names, texts), state["task"], ctx.fields()):
+        found.setdefault(rule.id, rule)  # a term the samples or the names gave already stays theirs
+    return list(found.values())
+
+
+def knowledge(ctx: SessionContext, state: SessionState, names: list[str],
+              texts: dict[str, list[str]]) -> KnowledgeTerms:
+    """The term author's terms for each label name, asked once per session and kept in knowledge_terms.json, so
+    every fold, the nested estimate and a resumed session read the same candidates. No author: none."""
+    cfg, folder = ctx.config, Path(state["session_dir"])
+    if cfg.term_author is None:
+        return KnowledgeTerms(model="", terms={})
+    path = folder / KNOWLEDGE
+    if path.exists():
+        return KnowledgeTerms.model_validate_json(path.read_text(encoding="utf-8"))
+    from kdsl.models import load_backend
+
+    language = data_language([*names, *(t for column in texts.values() for t in column[:200])])
+    backend = load_backend(cfg.term_author, ctx.settings,
+                           **({"n_ctx": 2048} if cfg.term_author.startswith("llama_cpp:") else {}))
+    try:
+        found = ask_terms(backend, names, language=language, model=cfg.term_author)
+    finally:
+        if hasattr(backend, "close"):
+            backend.close()
+    write_json(path, found.model_dump(mode="json"))
+    TraceLog(folder / EVENTS).append(TraceEvent(
+        session=state["session_id"], node="discover", agent="term-author", model=cfg.term_author,
+        prompt_tokens=found.prompt_tokens, completion_tokens=found.completion_tokens, seconds=found.seconds,
+        output=truncate(json.dumps({"calls": found.calls, "terms": sum(map(len, found.terms.values())),
+                                    "dropped": found.dropped}, ensure_ascii=False))))
+    logger.info("session %s: the term author listed %d terms for %d labels in %d calls (%.0f s)",
+                state["session_id"], sum(map(len, found.terms.values())), len(found.terms), found.calls,
+                found.seconds)
+    return found
 
 
 def inner_candidates(ctx: SessionContext, state: SessionState, k: int, j: int, n_folds: int) -> list[Rule]:

@@ -29,6 +29,7 @@ DECIDER_DIR, DECIDER_PREDICTIONS = "decider", "decider_predictions.json"
 FOLD_RULES, FOLD_SEARCH, FOLD_TERMS = "rules.fold{k}.json", "search.fold{k}.json", "terms.fold{k}.json"
 INNER_RULES = "rules.fold{k}-{j}.json"  # candidates found without folds k and j: for the nested estimate
 ARBITER, TEST_PREDICTIONS = "arbiter.json", "test_predictions.json"
+KNOWLEDGE = "knowledge_terms.json"  # the term author's terms per label name (`--term-author`), asked once
 
 
 def read_json(path: Path) -> Any:
