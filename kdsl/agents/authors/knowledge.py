@@ -81,7 +81,7 @@ def clean_term(raw: Any) -> tuple[str | None, str]:
     term = " ".join(normalize(raw.replace("_", " ")).split())  # label-style snake_case is words to the data
     if len(term) < 2:
         return None, "too short"
-    if len(term) > MAX_CHARS or "\n" in term:
+    if len(term) > MAX_CHARS:
         return None, "too long"
     if not any(c.isalpha() for c in term):
         return None, "digits or punctuation only"
