@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Annotated
 
@@ -44,9 +45,7 @@ def build(
     ocr_calls = builder.ocr.calls if builder.ocr else 0
     console.print(f"{report.summary()}; {ocr_calls} OCR call(s) -> {out}")
     if dataset.skipped:
-        counts: dict[str, int] = {}
-        for item in dataset.skipped:
-            counts[item.code] = counts.get(item.code, 0) + 1
+        counts = Counter(item.code for item in dataset.skipped)
         ids = [i.sample_id for i in dataset.skipped if i.sample_id]
         console.print("[yellow]skipped invalid items:[/yellow] " + ", ".join(f"{c}: {n}" for c, n in counts.items())
                       + (f" (samples {', '.join(ids[:5])}{', ...' if len(ids) > 5 else ''})" if ids else ""),
