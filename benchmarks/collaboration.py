@@ -76,9 +76,11 @@ def fragment_terms(folder: Path, dataset, search_ids) -> list[str]:
 class Run:
     """One dataset's sessions and baselines, pooled over seeds."""
 
-    def __init__(self, name: str):
+    def __init__(self, name: str, label_spaces: dict):
         self.name = name
+        self.label_spaces = label_spaces
         self.pool = Pool()
+        self.children: list[tuple[str, int, Path]] = []  # (task, seed, session folder) of every task session
         self.per_task: dict[str, dict[str, dict[str, float]]] = {}
         self.session_seconds: list[float] = []
         self.accepted: list[int] = []
@@ -88,11 +90,13 @@ class Run:
         # the training part and realized on the test.
         self.gains: dict[str, dict[str, dict[str, int]]] = {}
 
-    def add(self, session_dir: Path, settings: Settings, dataset, features, embedder, seconds: float) -> None:
+    def add(self, session_dir: Path, settings: Settings, dataset, features, embedder, seconds: float,
+            seed: int) -> None:
         head = json.loads((session_dir / "config.json").read_text(encoding="utf-8"))
         self.session_seconds.append(seconds)
         for task, child in head["children"].items():
             folder = settings.sessions_dir / child
+            self.children.append((task, seed, folder))
             saved = json.loads((folder / "test_predictions.json").read_text(encoding="utf-8"))
             split = Split.load(folder / "split.json")
             train = [dataset.get(i) for i in split.search if dataset.get(i).label is not None]
@@ -135,8 +139,8 @@ class Run:
             t["correct"]["real"] += round(r["accuracy_where_fired"] * fired)
             t["n"]["real"] += r["n"]
 
-    def report(self, label_spaces: dict, n_boot: int) -> dict:
-        pool, tasks = self.pool, list(self.pool.gold)
+    def report(self, n_boot: int) -> dict:
+        pool, tasks, label_spaces = self.pool, list(self.pool.gold), self.label_spaces
         scored = {m: {t: Scored(pool.gold[t], pool.pred[m][t], [*label_spaces[t], "(other)"]) for t in tasks}
                   for m in pool.pred}
         out: dict = {"title": self.name, "n": {t: len(pool.gold[t]) for t in tasks}, "methods": {}, "together": {},
@@ -189,23 +193,25 @@ class Run:
         return out
 
 
-def mdsirc(settings: Settings, embedder, seeds: list[int], iterations: int | None, n_boot: int,
-           term_author: str | None = None) -> dict:
+def mdsirc(settings: Settings, embedder, seeds: list[int], iterations: int | None, overrides: dict | None = None,
+           title: str = "") -> Run:
+    """One MDSIRC session per seed (`overrides`: SessionConfig fields, e.g. the authors); call `.report()`."""
     dataset = load_dataset(DATA / "www2025-mdsirc")
     features = default_builder(settings, images=True, progress=False).build(dataset.samples)
-    run = Run(f"MDSIRC, {len(seeds)} seeded 80/20 splits pooled")
+    run = Run(f"MDSIRC, {len(seeds)} seeded 80/20 splits pooled{title}", dataset.label_spaces)
     for seed in seeds:
-        print(f"MDSIRC seed {seed} ...", flush=True)
-        config = SessionConfig(data=DATA / "www2025-mdsirc", seed=seed, term_author=term_author,
-                               **({"iterations": iterations} if iterations else {}))
+        print(f"MDSIRC seed {seed}{title} ...", flush=True)
+        config = SessionConfig(data=DATA / "www2025-mdsirc", seed=seed,
+                               **({"iterations": iterations} if iterations else {}), **(overrides or {}))
         start = time.perf_counter()
         outcome = run_session(config, settings)
-        run.add(outcome.session_dir, settings, dataset, features, embedder, time.perf_counter() - start)
-    return run.report(dataset.label_spaces, n_boot)
+        run.add(outcome.session_dir, settings, dataset, features, embedder, time.perf_counter() - start, seed)
+    return run
 
 
 def few_shot(name: str, settings: Settings, embedder, k: int, seeds: list[int], iterations: int | None,
-             n_boot: int, scratch: Path, term_author: str | None = None) -> dict:
+             scratch: Path, overrides: dict | None = None, title: str = "") -> Run:
+    """One session per seed on k examples per intent, the official test set sealed; call `.report()`."""
     full = load_dataset(DATA / name)
     oos = name == "clinc150"
     train_ids = [s.id for s in full.samples if s.meta.get("split") == "train" and s.meta.get("oos") != "true"]
@@ -214,19 +220,19 @@ def few_shot(name: str, settings: Settings, embedder, k: int, seeds: list[int], 
     test_ids = [s.id for s in full.samples if s.meta.get("split") == "test"]
     features = default_builder(settings, images=False, progress=False).build(
         [full.get(i) for i in dict.fromkeys([*train_ids, *always, *test_ids])])
-    run = Run(f"{name}, {k} per intent, seeds {seeds} pooled (official test set)")
+    run = Run(f"{name}, {k} per intent, seeds {seeds} pooled (official test set){title}", full.label_spaces)
     for seed in seeds:
-        print(f"{name} {k}-shot seed {seed} ...", flush=True)
+        print(f"{name} {k}-shot seed {seed}{title} ...", flush=True)
         split = Split(dataset=full.name, fingerprint=full.fingerprint(), config=SplitConfig(seed=seed, k_shot=k),
                       search=tuple([*k_shot(full, k, ids=train_ids, seed=seed), *always]), verify=(),
                       test=tuple(test_ids))
         path = split.save(scratch / f"{name}-{k}-{seed}.split.json")
         config = SessionConfig(data=DATA / name, seed=seed, split=path, images=False, language="en",
-                               term_author=term_author, **({"iterations": iterations} if iterations else {}))
+                               **({"iterations": iterations} if iterations else {}), **(overrides or {}))
         start = time.perf_counter()
         outcome = run_session(config, settings)
-        run.add(outcome.session_dir, settings, full, features, embedder, time.perf_counter() - start)
-    return run.report(full.label_spaces, n_boot)
+        run.add(outcome.session_dir, settings, full, features, embedder, time.perf_counter() - start, seed)
+    return run
 
 
 def main() -> None:
@@ -250,13 +256,14 @@ def main() -> None:
           f"{settings.sessions_dir}")
     start = time.perf_counter()
     results = []
+    overrides = {"term_author": args.term_author} if args.term_author else {}
     if "mdsirc" in args.datasets:
-        results.append(mdsirc(settings, embedder, args.seeds or [0, 1, 2, 3, 4], args.iterations, args.bootstrap,
-                              args.term_author))
+        results.append(mdsirc(settings, embedder, args.seeds or [0, 1, 2, 3, 4], args.iterations,
+                              overrides).report(args.bootstrap))
     for name in ("banking77", "clinc150"):
         if name in args.datasets:
             results.append(few_shot(name, settings, embedder, args.shots, args.seeds or [0, 1, 2], args.iterations,
-                                    args.bootstrap, scratch, args.term_author))
+                                    scratch, overrides).report(args.bootstrap))
     print(f"\ndone in {time.perf_counter() - start:.0f} s; load average now {os.getloadavg()[0]:.2f}")
     if args.out:
         args.out.write_text(json.dumps(results, indent=1), encoding="utf-8")

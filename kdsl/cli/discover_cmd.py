@@ -141,14 +141,19 @@ def discover(
                                              "task of the data, one child session each, one id for all).")] = None,
     author: Annotated[str, typer.Option(help="'backend:model' (e.g. llama_cpp:qwen2.5-coder-1.5b-instruct), or a "
                                         "model-free author: 'contrast' (label-specific substrings of the search "
-                                        "split) or 'ngram' (random substrings).")] = "contrast",
+                                        "split) or 'ngram' (random substrings); 'none' runs no search (the "
+                                        "candidates are the mined terms and --term-author's).")] = "contrast",
     term_author: Annotated[str | None, typer.Option(
         help="A language model (backend:model, e.g. llama_cpp:qwen2.5-coder-1.5b-instruct) asked once for each "
              "label's terms from its name alone (synonyms, page words the samples may lack, a few seconds a label); "
              "the verifier keeps those the data bears out.")] = None,
     strategy: Annotated[str, typer.Option(help="mcts, greedy or random.")] = "mcts",
     iterations: Annotated[int, typer.Option(help="Search iterations, shared out over the folds.")] = 1000,
-    budget_seconds: Annotated[float | None, typer.Option(help="Search wall-clock budget.")] = None,
+    budget_seconds: Annotated[float | None, typer.Option(help="Wall-clock budget of the authors: the term "
+                                                          "author's calls, then the search.")] = None,
+    mined: Annotated[bool, typer.Option(help="Each label's mined terms and its name's terms join the candidates "
+                                        "(--no-mined: only the authors' proposals, to measure an author alone).")]
+    = True,
     budget_tokens: Annotated[int | None, typer.Option(help="Author token budget.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the split and the search.")] = 0,
     review: Annotated[bool, typer.Option("--review", help="Keep or drop each accepted rule by hand.")] = False,
@@ -237,7 +242,8 @@ def discover(
         else:
             if data is None:
                 raise typer.BadParameter("--data is needed (or --resume ID)")
-            config = _config(data=data, task=task, author=author, term_author=term_author, strategy=strategy,
+            config = _config(data=data, task=task, author=author, term_author=term_author, mined=mined,
+                                   strategy=strategy,
                                    iterations=iterations,
                                    budget_seconds=budget_seconds, budget_tokens=budget_tokens, seed=seed,
                                    review=review, images=not no_images, min_support=min_support,

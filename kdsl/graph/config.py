@@ -20,8 +20,9 @@ class SessionConfig(BaseModel):
     task: str | None = Field(None, min_length=1, description="Task whose rules are discovered, e.g. "
                              "dialogue_intent; None: every task of the data, one child session per task.")
     author: str = Field("contrast", description="'backend:model' (e.g. llama_cpp:qwen2.5-coder-1.5b-instruct), "
-                        "'contrast' (model-free: label-specific substrings of the search split) or 'ngram' "
-                        "(model-free: random substrings, a floor).")
+                        "'contrast' (model-free: label-specific substrings of the search split), 'ngram' "
+                        "(model-free: random substrings, a floor) or 'none' (no search: the candidates are the "
+                        "mined terms and the term author's).")
     term_author: str | None = Field(None, description="'backend:model' (e.g. llama_cpp:qwen2.5-coder-1.5b-instruct) "
                                     "asked once per session for each label's terms from its name alone: synonyms, "
                                     "paraphrases, page words the samples may lack. They join the mined candidates; "
@@ -29,7 +30,11 @@ class SessionConfig(BaseModel):
     strategy: Literal["mcts", "greedy", "random"] = Field("mcts", description="Search strategy.")
     iterations: int = Field(1000, ge=1, description="Search iterations, shared out over the folds (the model-free "
                             "authors run about 200 a second).")
-    budget_seconds: float | None = Field(None, gt=0, description="Wall-clock budget of the search.")
+    budget_seconds: float | None = Field(None, gt=0, description="Wall-clock budget of the authors: the term "
+                                         "author's calls (once per session) and the search, shared out over the "
+                                         "folds.")
+    mined: bool = Field(True, description="Each label's mined terms and the terms of its name join the candidates "
+                        "(False: only what the authors propose, to measure an author alone).")
     budget_tokens: int | None = Field(None, ge=1, description="Author token budget of the search.")
     k: int = Field(4, ge=1, le=32, description="Edits asked of the author per call.")
     seed: int = Field(0, ge=0, description="Seeds the split and the search.")
@@ -85,6 +90,9 @@ class SessionConfig(BaseModel):
     def _one_test(self) -> SessionConfig:
         if self.split is not None and self.test_data is not None:
             raise ValueError("give a split file or a test file, not both (a split file names its own test ids)")
+        if self.author == "none" and not self.mined and self.term_author is None:
+            raise ValueError("no candidates: author 'none' searches nothing, and without mined terms or a term "
+                             "author nothing is left to verify")
         return self
 
     @field_validator("data", "split", "test_data")

@@ -14,8 +14,14 @@ from typing import Any
 import numpy as np
 
 from kdsl._internal.hashing import digest
-from kdsl.agents.authors import AuthorConfig, AuthorContext, make_author
-from kdsl.agents.authors.knowledge import KnowledgeTerms, ask_terms, data_language, knowledge_rules
+from kdsl.agents.authors import NO_AUTHOR, AuthorConfig, AuthorContext, make_author
+from kdsl.agents.authors.knowledge import (
+    KnowledgeTerms,
+    ask_terms,
+    asking_key,
+    data_language,
+    knowledge_rules,
+)
 from kdsl.agents.authors.mined import label_name_rules, label_terms
 from kdsl.graph.context import Part, SessionContext
 from kdsl.graph.layout import (
@@ -25,6 +31,7 @@ from kdsl.graph.layout import (
     FOLD_TERMS,
     INNER_RULES,
     KNOWLEDGE,
+    KNOWLEDGE_CACHE,
     PROGRESS,
     RULES,
     SEARCH,
@@ -79,6 +86,17 @@ def share(total: float | None, k: int, folds: int) -> float | None:
     return total / folds
 
 
+def search_seconds(ctx: SessionContext, state: SessionState, k: int, n_folds: int) -> float | None:
+    """Fold k's share of the authors' wall-clock budget once the term author's calls are paid (their recorded
+    seconds, also when its terms came from the cache), so sessions with and without it spend the same budget."""
+    total = ctx.config.budget_seconds
+    if total is None:
+        return None
+    path = Path(state["session_dir"]) / KNOWLEDGE
+    asked = KnowledgeTerms.model_validate_json(path.read_text(encoding="utf-8")).seconds if path.exists() else 0.0
+    return share(max(total - asked, 0.0), k, n_folds)
+
+
 def make_proposer(ctx: SessionContext, state: SessionState, part: Part) -> Any:
     """The session's author (`--author`), built for this part's samples."""
     cfg = ctx.config
@@ -94,7 +112,7 @@ def mine(ctx: SessionContext, state: SessionState, part: Part) -> list[Rule]:
     names = read_json(Path(state["gold_path"]))["labels"]
     texts = {f: part.engine.texts(f) for f in ctx.fields()}
     rules = [*label_terms(texts, part.gold, state["task"], per_label=10, min_support=2, min_lower=0.3),
-             *label_name_rules(names, state["task"], ctx.fields())]
+             *label_name_rules(names, state["task"], ctx.fields())] if ctx.config.mined else []
     found = {r.id: r for r in rules}  # a name's term the samples single out too: once
     for rule in knowledge_rules(knowledge(ctx, state, names, texts), state["task"], ctx.fields()):
         found.setdefault(rule.id, rule)  # a term the samples or the names gave already stays theirs
@@ -111,26 +129,44 @@ def knowledge(ctx: SessionContext, state: SessionState, names: list[str],
     path = folder / KNOWLEDGE
     if path.exists():
         return KnowledgeTerms.model_validate_json(path.read_text(encoding="utf-8"))
-    from kdsl.models import load_backend
-
     language = data_language([*names, *(t for column in texts.values() for t in column[:200])])
-    backend = load_backend(cfg.term_author, ctx.settings,
-                           **({"n_ctx": 2048} if cfg.term_author.startswith("llama_cpp:") else {}))
-    try:
-        found = ask_terms(backend, names, language=language, model=cfg.term_author)
-    finally:
-        if hasattr(backend, "close"):
-            backend.close()
+    # Asked from the names alone at temperature 0, the replies depend on nothing a session varies (seed, split):
+    # a second session on the same labels reads them from the cache instead of asking again for minutes.
+    cached = ctx.settings.cache_dir / KNOWLEDGE_CACHE / f"{asking_key(cfg.term_author, names, language)}.json"
+    found = None
+    if cached.exists():
+        try:
+            found = KnowledgeTerms.model_validate_json(cached.read_text(encoding="utf-8"))
+        except ValueError:
+            logger.warning("%s: a damaged cache entry of model terms; asking the model again", cached)
+    if found is None:
+        found = _ask(ctx, cfg.term_author, names, language)
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        write_json(cached, found.model_dump(mode="json"))
+        from_cache = False
+    else:
+        from_cache = True
     write_json(path, found.model_dump(mode="json"))
     TraceLog(folder / EVENTS).append(TraceEvent(
         session=state["session_id"], node="discover", agent="term-author", model=cfg.term_author,
         prompt_tokens=found.prompt_tokens, completion_tokens=found.completion_tokens, seconds=found.seconds,
         output=truncate(json.dumps({"calls": found.calls, "terms": sum(map(len, found.terms.values())),
-                                    "dropped": found.dropped}, ensure_ascii=False))))
-    logger.info("session %s: the term author listed %d terms for %d labels in %d calls (%.0f s)",
+                                    "dropped": found.dropped, "cached": from_cache}, ensure_ascii=False))))
+    logger.info("session %s: the term author listed %d terms for %d labels in %d calls (%.0f s%s)",
                 state["session_id"], sum(map(len, found.terms.values())), len(found.terms), found.calls,
-                found.seconds)
+                found.seconds, ", read from the cache" if from_cache else "")
     return found
+
+
+def _ask(ctx: SessionContext, spec: str, names: list[str], language: str) -> KnowledgeTerms:
+    from kdsl.models import load_backend
+
+    backend = load_backend(spec, ctx.settings, **({"n_ctx": 2048} if spec.startswith("llama_cpp:") else {}))
+    try:
+        return ask_terms(backend, names, language=language, model=spec)
+    finally:
+        if hasattr(backend, "close"):
+            backend.close()
 
 
 def inner_candidates(ctx: SessionContext, state: SessionState, k: int, j: int, n_folds: int) -> list[Rule]:
@@ -151,14 +187,16 @@ def inner_candidates(ctx: SessionContext, state: SessionState, k: int, j: int, n
         return build_error_report(task, rules, part.engine, table, part.gold, labels, names, seed=cfg.seed)
 
     iterations = int(share(cfg.iterations, j, n_folds) or 0)
-    if iterations < 1:  # the outer fold j searched no iteration either: its candidates are the mined terms
+    seconds = search_seconds(ctx, state, j, n_folds)
+    if iterations < 1 or cfg.author == NO_AUTHOR or (seconds is not None and seconds <= 0):
+        # The outer fold j searched nothing either: its candidates are the mined terms (and the term author's).
         rules = mine(ctx, state, part)
         save_rules(RuleSet(rules=tuple({r.id: r for r in rules}.values())), path)
         return rules
     proposer = TracedProposer(make_proposer(ctx, state, part), TraceLog(folder / EVENTS), state["session_id"],
                               lambda: None)
     config = SearchConfig(iterations=iterations,
-                          budget_seconds=share(cfg.budget_seconds, j, n_folds),
+                          budget_seconds=seconds,
                           budget_tokens=None if cfg.budget_tokens is None
                           else int(share(cfg.budget_tokens, j, n_folds) or 1),
                           k=cfg.k, seed=cfg.seed + 1000 * k + 100 * j + 7)
@@ -194,12 +232,14 @@ def search_fold(ctx: SessionContext, state: SessionState, k: int, n_folds: int, 
                                          "stop_reason": None}
     initial = RuleSet.load(rules_path) if rules_path.exists() else RuleSet()
     iterations = int(share(cfg.iterations, k, n_folds) or 0) - fold["iterations"]
-    seconds = share(cfg.budget_seconds, k, n_folds)
+    seconds = search_seconds(ctx, state, k, n_folds)
     tokens = share(cfg.budget_tokens, k, n_folds)
     seconds = None if seconds is None else seconds - fold["elapsed"]
     tokens = None if tokens is None else int(tokens) - fold["tokens"]
-    if iterations <= 0 or (seconds is not None and seconds <= 0) or (tokens is not None and tokens <= 0):
-        fold = {**fold, "finished": True, "stop_reason": fold.get("stop_reason") or "budget"}
+    if (cfg.author == NO_AUTHOR or iterations <= 0 or (seconds is not None and seconds <= 0)
+            or (tokens is not None and tokens <= 0)):
+        reason = "no search author" if cfg.author == NO_AUTHOR else "budget"
+        fold = {**fold, "finished": True, "stop_reason": fold.get("stop_reason") or reason}
         save_rules(initial, rules_path)
         done = {**done, "folds": {**done["folds"], str(k): fold}}
         write_json(folder / PROGRESS, done)

@@ -30,6 +30,7 @@ FOLD_RULES, FOLD_SEARCH, FOLD_TERMS = "rules.fold{k}.json", "search.fold{k}.json
 INNER_RULES = "rules.fold{k}-{j}.json"  # candidates found without folds k and j: for the nested estimate
 ARBITER, TEST_PREDICTIONS = "arbiter.json", "test_predictions.json"
 KNOWLEDGE = "knowledge_terms.json"  # the term author's terms per label name (`--term-author`), asked once
+KNOWLEDGE_CACHE = "knowledge-terms"  # under the cache dir: the same terms for every session on the same labels
 
 
 def read_json(path: Path) -> Any:

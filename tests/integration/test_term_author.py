@@ -60,3 +60,34 @@ def test_a_session_asks_the_term_author_once_and_verifies_its_terms(banking77_sl
             assert v["stats"]["support"] >= bars["min_support"] and v["stats"]["precision"] >= bars["min_precision"]
     report = json.loads((folder / "report.json").read_text(encoding="utf-8"))
     assert report["test"]["n"] > 0
+
+
+def test_model_terms_alone_come_from_the_cache_and_their_asking_is_charged_to_the_budget(banking77_slice,
+                                                                                          home_with_packs):
+    settings = home_with_packs()
+    data = banking77_slice(4, 12)
+    first = run_session(SessionConfig(data=data, task="intent", term_author=SMOLLM2, iterations=20, folds=3,
+                                      seed=0, images=False), settings).session_dir
+    asked = KnowledgeTerms.model_validate_json((first / "knowledge_terms.json").read_text(encoding="utf-8"))
+    assert len(asked.call_seconds) == asked.calls == 4
+
+    # The model alone: no search, no mined terms; its terms are read from the cache, not asked again.
+    alone = run_session(SessionConfig(data=data, task="intent", author="none", mined=False, term_author=SMOLLM2,
+                                      folds=3, seed=1, images=False), settings).session_dir
+    again = KnowledgeTerms.model_validate_json((alone / "knowledge_terms.json").read_text(encoding="utf-8"))
+    assert again == asked
+    events = [json.loads(line) for line in (alone / "events.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [json.loads(e["output"])["cached"] for e in events if e["agent"] == "term-author"] == [True]
+    assert not [e for e in events if e["agent"] == "author"]  # no search author was called
+    progress = json.loads((alone / "progress.json").read_text(encoding="utf-8"))
+    assert progress["iterations"] == 0 and progress["stop_reason"] == "no search author"
+    candidates = [r for k in range(3)
+                  for r in json.loads((alone / f"terms.fold{k}.json").read_text(encoding="utf-8"))["rules"]]
+    assert all(r["origin"]["author"] == f"knowledge:{SMOLLM2}" for r in candidates)
+
+    # A budget smaller than the asking's recorded seconds leaves the search nothing, even with cached terms.
+    poor = run_session(SessionConfig(data=data, task="intent", term_author=SMOLLM2, iterations=20, folds=3, seed=0,
+                                     images=False, budget_seconds=asked.seconds / 2), settings).session_dir
+    progress = json.loads((poor / "progress.json").read_text(encoding="utf-8"))
+    assert progress["iterations"] == 0 and progress["stop_reason"] == "budget"
+

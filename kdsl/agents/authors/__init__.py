@@ -52,10 +52,15 @@ def model_free_authors() -> tuple[str, ...]:
     return tuple(_AUTHORS)
 
 
+# The search author that runs no search: a session's candidates are then its mined terms and the term author's.
+NO_AUTHOR = "none"
+
+
 def check_author_spec(spec: str) -> str:
-    """`spec` if it names an author (a registered name, or `backend:model`), else a `ConfigError`."""
-    if spec not in _AUTHORS and ":" not in spec:
-        raise ConfigError(f"author must be {' or '.join(map(repr, _AUTHORS))} or 'backend:model', got {spec!r}")
+    """`spec` if it names an author (a registered name, `none` or `backend:model`), else a `ConfigError`."""
+    if spec not in _AUTHORS and spec != NO_AUTHOR and ":" not in spec:
+        raise ConfigError(f"author must be {' or '.join(map(repr, [*_AUTHORS, NO_AUTHOR]))} or 'backend:model', "
+                          f"got {spec!r}")
     return spec
 
 
@@ -64,6 +69,8 @@ def make_author(spec: str, context: AuthorContext) -> EditProposer:
     (llama.cpp packs get a 4096-token context: the error report and a few edits fit)."""
     if spec in _AUTHORS:
         return _AUTHORS[spec](context)
+    if spec == NO_AUTHOR:
+        raise ConfigError("author 'none' runs no search, so it proposes nothing: ask for a real author here")
     check_author_spec(spec)
     from kdsl.models import load_backend
 
@@ -72,6 +79,7 @@ def make_author(spec: str, context: AuthorContext) -> EditProposer:
 
 
 __all__ = [
-    "AuthorConfig", "AuthorContext", "AuthorFactory", "ContrastProposer", "NgramProposer", "RuleAuthor",
+    "NO_AUTHOR", "AuthorConfig", "AuthorContext", "AuthorFactory", "ContrastProposer", "NgramProposer",
+    "RuleAuthor",
     "check_author_spec", "make_author", "model_free_authors", "parse_edits", "register_author",
 ]

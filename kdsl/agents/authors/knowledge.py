@@ -55,6 +55,7 @@ class KnowledgeTerms(BaseModel):
     terms: dict[str, tuple[str, ...]] = Field(description="label -> terms, normalised, in the model's order.")
     calls: int = 0
     seconds: float = 0.0
+    call_seconds: tuple[float, ...] = Field((), description="Each call's seconds, in label order.")
     prompt_tokens: int = 0
     completion_tokens: int = 0
     dropped: dict[str, int] = Field(default_factory=dict, description="reason -> terms (or replies) dropped.")
@@ -98,6 +99,7 @@ def ask_terms(backend: Any, labels: Sequence[str], *, language: str = "zh", mode
     dropped: Counter[str] = Counter()
     calls = prompt_tokens = completion_tokens = 0
     seconds = 0.0
+    each: list[float] = []
     for label in labels:
         shown = [x[:100] for x in (examples or {}).get(label, ())]
         lines = sample_line.format(shown="\n".join(f"- {x}" for x in shown)) if shown else ""
@@ -106,7 +108,9 @@ def ask_terms(backend: Any, labels: Sequence[str], *, language: str = "zh", mode
         reply = backend.generate([Message(role="system", content=system),
                                   Message(role="user", content=user.format(label=label, examples=lines))],
                                  schema=SCHEMA, max_tokens=max_tokens, temperature=0.0)
-        seconds += time.perf_counter() - start
+        took = time.perf_counter() - start
+        seconds += took
+        each.append(round(took, 3))
         calls += 1
         prompt_tokens += reply.prompt_tokens
         completion_tokens += reply.completion_tokens
@@ -128,8 +132,19 @@ def ask_terms(backend: Any, labels: Sequence[str], *, language: str = "zh", mode
             else:
                 kept[term] = None
         out[label] = tuple(kept)
-    return KnowledgeTerms(model=model, terms=out, calls=calls, seconds=round(seconds, 3), prompt_tokens=prompt_tokens,
+    return KnowledgeTerms(model=model, terms=out, calls=calls, seconds=round(seconds, 3), call_seconds=tuple(each),
+                          prompt_tokens=prompt_tokens,
                           completion_tokens=completion_tokens, dropped=dict(dropped))
+
+
+def asking_key(model: str, labels: Sequence[str], language: str, max_tokens: int = 120) -> str:
+    """What the terms of `ask_terms` (from the names alone, at temperature 0) depend on: the same key, the same
+    replies, so they can be cached across sessions."""
+    from kdsl._internal.hashing import digest
+
+    lang = "zh" if language.startswith("zh") else "en"
+    return digest({"model": model, "labels": list(labels), "language": lang, "prompts": PROMPTS[lang],
+                   "schema": SCHEMA, "max_tokens": max_tokens, "max_terms": MAX_TERMS, "max_chars": MAX_CHARS})
 
 
 def knowledge_rules(found: KnowledgeTerms, task: str, fields: tuple[str, ...]) -> list:

@@ -37,3 +37,13 @@ def test_model_terms_become_rules_that_match_whole_words():
             SampleFeatures(sample_id="c", user_text="my card not here yet")]
     fired = RuleEngine(rows, ["intent"] * 3).fire_matrix(rules)
     assert fired[:, 0].tolist() == [True, False, False] and fired[:, 1].tolist() == [False, False, True]
+
+
+def test_the_asking_key_changes_with_what_the_replies_depend_on():
+    from kdsl.agents.authors.knowledge import asking_key
+
+    key = asking_key("llama_cpp:m", ["退款", "换货"], "zh")
+    assert key == asking_key("llama_cpp:m", ["退款", "换货"], "zh-hans")  # the same Chinese prompt
+    assert len({key, asking_key("llama_cpp:other", ["退款", "换货"], "zh"), asking_key("llama_cpp:m", ["退款"], "zh"),
+                asking_key("llama_cpp:m", ["退款", "换货"], "en"),
+                asking_key("llama_cpp:m", ["退款", "换货"], "zh", max_tokens=60)}) == 5

@@ -205,7 +205,7 @@ def test_resolve_local_paths(tmp_path: Path, smollm2: Path, models_settings: Set
 
 
 # The 0.5B pack (6 parts): the split-pack path on real wheels. The 1.5B pack (22 parts, about 1 GB to hash: 38 s of
-# CI) goes the same path; `kdsl models pull` and benchmarks/authors.py verify its pinned hash when they fetch it.
+# CI) goes the same path; `kdsl models pull` verifies its pinned hash when it fetches it.
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["qwen2.5-coder-0.5b-instruct"])
 def test_pull_qwen_packs(name: str, tmp_path: Path) -> None:
