@@ -60,7 +60,8 @@ def arms(model: str) -> dict[str, dict]:
 
 
 def calls(run: Run) -> dict:
-    """The authors' calls of an arm's sessions: seconds of each call and tokens per call, by kind of author."""
+    """The authors' calls of an arm's sessions: seconds of each call and tokens per call, by kind of author. The
+    term author's replies are cached across sessions on the same labels: its calls count where they were made."""
     out: dict[str, dict] = {}
     for _, _, folder in run.children:
         for line in (folder / "events.jsonl").read_text(encoding="utf-8").splitlines():
@@ -71,6 +72,8 @@ def calls(run: Run) -> dict:
                 c["seconds"].append(event["seconds"])
                 c["calls"] += 1
             elif event["agent"] == "term-author":
+                if json.loads(event["output"]).get("cached"):  # asked by an earlier session: paid there
+                    continue
                 c = out.setdefault("term author", {"seconds": [], "prompt": 0, "reply": 0, "calls": 0})
                 found = json.loads((folder / "knowledge_terms.json").read_text(encoding="utf-8"))
                 c["seconds"].extend(found.get("call_seconds") or [event["seconds"] / max(found["calls"], 1)])
