@@ -139,13 +139,11 @@ def knowledge(ctx: SessionContext, state: SessionState, names: list[str],
             found = KnowledgeTerms.model_validate_json(cached.read_text(encoding="utf-8"))
         except ValueError:
             logger.warning("%s: a damaged cache entry of model terms; asking the model again", cached)
+    from_cache = found is not None
     if found is None:
         found = _ask(ctx, cfg.term_author, names, language)
         cached.parent.mkdir(parents=True, exist_ok=True)
         write_json(cached, found.model_dump(mode="json"))
-        from_cache = False
-    else:
-        from_cache = True
     write_json(path, found.model_dump(mode="json"))
     TraceLog(folder / EVENTS).append(TraceEvent(
         session=state["session_id"], node="discover", agent="term-author", model=cfg.term_author,
